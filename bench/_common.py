@@ -1,0 +1,542 @@
+"""Shared plumbing for bench/compare.py: processes, /proc readings, wrk, idle holder.
+
+Stdlib only. Run as ``python bench/_common.py hold-idle PORT COUNT`` it becomes the
+helper process that keeps COUNT idle keep-alive connections open to 127.0.0.1:PORT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+LOOPBACK = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def raise_nofile() -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to its hard limit; return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.access(p, os.X_OK)),
+        None,
+    )
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces/parens: fields start after the last ')'
+    return data[data.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return int(f[19]) if f else None  # field 22 of stat, 0-based 19 after comm
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of pid (children first, breadth-first)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        f = _stat_fields(int(name))
+        if f:
+            children.setdefault(int(f[1]), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(0), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib(pid: int) -> tuple[int, int]:
+    """(sum of VmRSS over pid and its descendants, number of processes)."""
+    pids = [pid, *descendants(pid)]
+    return sum(rss_kib(p) for p in pids), len(pids)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime+stime of pid and its live descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        f = _stat_fields(p)
+        if f:
+            total += int(f[11]) + int(f[12])
+    return total / tick
+
+
+def core_ticks() -> dict[int, list[int]]:
+    """Per-core CPU ticks from /proc/stat: user nice system idle iowait irq softirq steal."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                out[int(parts[0][3:])] = [int(x) for x in parts[1:9]]
+    return out
+
+
+def busy_seconds(before: dict, after: dict, cores: set[int] | None) -> float:
+    """user+nice+system+steal seconds spent on cores between two core_ticks().
+
+    Interrupt and softirq time are left out: part of it is our own network traffic.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for c in cores if cores else after.keys():
+        d = [y - x for x, y in zip(before.get(c, after[c]), after[c], strict=True)]
+        total += d[0] + d[1] + d[2] + d[7]
+    return total / tick
+
+
+def self_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU of this process's waited-for children (the wrk runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def wait_quiet(max_s: float, busy_pct: float = 10.0, window: float = 2.0) -> float:
+    """Wait (at most max_s) for a window in which the machine's CPUs are < busy_pct busy.
+
+    Returns the busy % of the last window (so the caller can say it did not get quiet).
+    """
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v) - v[3] - v[4], sum(v)
+
+    deadline = time.monotonic() + max_s
+    busy = 100.0
+    while True:
+        a = sample()
+        time.sleep(window)
+        b = sample()
+        busy = 100.0 * (b[0] - a[0]) / max(1, b[1] - a[1])
+        if busy < busy_pct or time.monotonic() + window > deadline:
+            return busy
+
+
+# --------------------------------------------------------------------------- processes
+
+
+NICE = 0  # set by compare.py --nice; applied to every process started here
+
+
+def _preexec(cpus: set[int] | None):
+    def fn() -> None:
+        raise_nofile()
+        if NICE:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        if cpus:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, cpus)
+
+    return fn
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: str
+    start: int | None = None
+    kids: dict[int, int | None] = field(default_factory=dict)
+
+
+class Procs:
+    """Every process the harness starts; stop_all() stops each one by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
+
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: str,
+        cpus: set[int] | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        stdin: int | None = subprocess.DEVNULL,
+        stdout: int | None = None,
+    ) -> Proc:
+        if cpus and which("taskset"):
+            argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=stdout if stdout is not None else log,
+                stderr=log,
+                cwd=cwd,
+                env=env,
+                preexec_fn=_preexec(cpus),
+                start_new_session=True,  # Ctrl-C reaches us; we stop them in order
+            )
+        finally:
+            log.close()
+        p = Proc(name, popen, log_path, start_time(popen.pid))
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: Proc, grace: float = 5.0) -> None:
+        if p not in self.procs:
+            return
+        self.procs.remove(p)
+        pid = p.popen.pid
+        # remember descendants (nginx workers, haproxyd workers) with their start times
+        for k in descendants(pid):
+            p.kids[k] = start_time(k)
+        if p.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            try:
+                p.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.popen.wait(grace)
+        deadline = time.monotonic() + grace
+        for kid, st in p.kids.items():
+            while start_time(kid) == st and st is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if st is not None and start_time(kid) == st:  # same process, still there
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(kid, signal.SIGKILL)
+        for stream in (p.popen.stdin, p.popen.stdout):
+            if stream:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def stop_all(self) -> None:
+        for p in reversed(list(self.procs)):
+            try:
+                self.stop(p)
+            except Exception as e:  # keep stopping the others
+                print(f"warning: stopping {p.name} (pid {p.popen.pid}): {e}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- HTTP checks
+
+
+def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
+    """One GET over a fresh connection; (status, body). Raises OSError on failure."""
+    import http.client
+
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": f"{LOOPBACK}:{port}"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def wait_http(port: int, proc: Proc | None, timeout: float = 20.0) -> None:
+    """Wait until GET / on port answers 200; raise RuntimeError with the log tail if not."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode}:\n{log_tail(proc.log_path)}"
+            )
+        try:
+            status, _ = http_get(port, "/", timeout=1.0)
+            if status == 200:
+                return
+            last = f"status {status}"
+        except (OSError, Exception) as e:  # http.client raises several kinds
+            last = repr(e)
+        time.sleep(0.1)
+    tail = log_tail(proc.log_path) if proc else ""
+    raise RuntimeError(f"no 200 on 127.0.0.1:{port} within {timeout:.0f}s ({last})\n{tail}")
+
+
+def log_tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------- wrk
+
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+    '"p999_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+
+_UNITS_T = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS_B = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _dur(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS_T[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    """Parse wrk's text output (with --latency); plus the exact numbers of WRK_LUA.
+
+    Returns req_s, transfer_Bps, p50_ms, p90_ms, p99_ms, requests, errors, non2xx.
+    """
+    r: dict = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise ValueError("no Requests/sec in wrk output:\n" + out[-2000:])
+    r["req_s"] = float(m.group(1))
+    m = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB|TB)", out)
+    r["transfer_Bps"] = float(m.group(1)) * _UNITS_B[m.group(2)] if m else 0.0
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+(?:us|ms|s|m|h))\s*$", out, re.M)
+        if m:
+            r[f"p{pct}_ms"] = _dur(m.group(1)) * 1e3
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["socket_errors"] = sum(map(int, m.groups())) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"^BENCHJSON (\{.*\})\s*$", out, re.M)
+    if m:  # exact figures from the Lua done() hook win over the rounded text
+        j = json.loads(m.group(1))
+        secs = j["duration_us"] / 1e6
+        r["requests"] = j["requests"]
+        r["req_s"] = j["requests"] / secs
+        r["transfer_Bps"] = j["bytes"] / secs
+        for k in ("p50", "p90", "p99", "p999"):
+            r[f"{k}_ms"] = j[f"{k}_us"] / 1e3
+        r["max_ms"] = j["max_us"] / 1e3
+        r["socket_errors"] = j["connect"] + j["read"] + j["write"] + j["timeout"]
+        r["non2xx"] = j["status"]
+    r["errors"] = r["socket_errors"] + r["non2xx"]
+    return r
+
+
+def run_wrk(
+    url: str,
+    duration: int,
+    connections: int,
+    threads: int,
+    cpus: set[int] | None,
+    lua_path: str | None,
+    timeout_s: int = 5,
+) -> tuple[dict, str]:
+    argv = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s",
+        "--latency",
+    ]
+    if lua_path:
+        argv += ["-s", lua_path]
+    argv.append(url)
+    if cpus and which("taskset"):
+        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+    cp = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration + 30, preexec_fn=_preexec(None)
+    )
+    if cp.returncode != 0:
+        raise RuntimeError(f"wrk failed ({cp.returncode}): {cp.stderr.strip()}")
+    return parse_wrk(cp.stdout), cp.stdout
+
+
+# --------------------------------------------------------------------------- idle holder
+
+
+def _read_response(buf: bytes) -> tuple[int, bool]:
+    """(status, complete) for a buffered HTTP/1.1 response to a GET."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return 0, False
+    head = buf[:end].decode("latin-1")
+    lines = head.split("\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        return -1, True
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    body = buf[end + 4 :]
+    if "content-length" in hdrs:
+        return status, len(body) >= int(hdrs["content-length"])
+    if "chunked" in hdrs.get("transfer-encoding", "").lower():
+        return status, body.endswith(b"0\r\n\r\n")
+    return status, status in (204, 304)
+
+
+def hold_idle(port: int, count: int, batch: int = 200, hold_max: float = 180.0) -> int:
+    """Open count keep-alive connections, one GET each, report, hold, then close.
+
+    Protocol on stdout/stdin (line based):
+      out: {"opened": N, "ok": N, "failed": N, "seconds": S}
+      in:  "check" -> out: {"alive": N}      (a socket with EOF or an error is dead)
+      in:  "close" or EOF or hold_max seconds -> close everything and exit
+    """
+    limit = raise_nofile()
+    count = min(count, max(0, limit - 64))
+    req = f"GET / HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nUser-Agent: bench-idle\r\n\r\n".encode()
+    socks: list[socket.socket] = []
+    ok = failed = 0
+    t0 = time.monotonic()
+    sel = selectors.DefaultSelector()
+    for start in range(0, count, batch):
+        group = []
+        for _ in range(min(batch, count - start)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((LOOPBACK, port))
+            group.append(s)
+        pending = {s: b"" for s in group}
+        for s in group:
+            sel.register(s, selectors.EVENT_WRITE)
+        connected: set[socket.socket] = set()
+        deadline = time.monotonic() + 15
+        while pending and time.monotonic() < deadline:
+            for key, ev in sel.select(timeout=0.5):
+                s = key.fileobj
+                if ev & selectors.EVENT_WRITE and s not in connected:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        sel.unregister(s)
+                        pending.pop(s, None)
+                        failed += 1
+                        s.close()
+                        continue
+                    connected.add(s)
+                    try:
+                        s.send(req)
+                    except OSError:
+                        sel.unregister(s)
+                        pending.pop(s, None)
+                        failed += 1
+                        s.close()
+                        continue
+                    sel.modify(s, selectors.EVENT_READ)
+                elif ev & selectors.EVENT_READ:
+                    try:
+                        chunk = s.recv(65536)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        sel.unregister(s)
+                        pending.pop(s, None)
+                        failed += 1
+                        s.close()
+                        continue
+                    pending[s] += chunk
+                    status, done = _read_response(pending[s])
+                    if done:
+                        sel.unregister(s)
+                        pending.pop(s)
+                        if status == 200:
+                            ok += 1
+                            socks.append(s)
+                        else:
+                            failed += 1
+                            s.close()
+        for s in pending:  # timed out
+            sel.unregister(s)
+            failed += 1
+            s.close()
+    print(
+        json.dumps({"opened": len(socks), "ok": ok, "failed": failed,
+                    "seconds": round(time.monotonic() - t0, 2)}),
+        flush=True,
+    )
+    stop_at = time.monotonic() + hold_max
+    stdin_sel = selectors.DefaultSelector()
+    stdin_sel.register(sys.stdin, selectors.EVENT_READ)
+    while time.monotonic() < stop_at:
+        if not stdin_sel.select(timeout=max(0.0, stop_at - time.monotonic())):
+            break
+        line = sys.stdin.readline()
+        if not line or line.strip() == "close":
+            break
+        if line.strip() == "check":
+            alive = 0
+            for s in socks:
+                try:
+                    alive += s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+                except BlockingIOError:
+                    alive += 1  # nothing to read: still open and idle
+                except OSError:
+                    pass
+            print(json.dumps({"alive": alive}), flush=True)
+    for s in socks:
+        s.close()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "hold-idle":
+        sys.exit(hold_idle(int(sys.argv[2]), int(sys.argv[3])))
+    print("usage: _common.py hold-idle PORT COUNT", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,3 @@
+from haproxyd.cli import main
+
+raise SystemExit(main())

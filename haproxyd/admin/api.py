@@ -1,0 +1,572 @@
+"""Admin API handlers (SPEC §4): HAProxy's runtime API over JSON.
+
+Every handler validates everything first and changes state only afterwards, in code that
+cannot fail half-way, so a rejected call changes nothing. Bad input is a 4xx JSON body
+`{"error": ..., "details": [...]}` (`APIError`); a 500 means a bug in this file.
+
+Backend state changes go through `Pool.set_state` / `Pool.set_weight` (the pool rebuilds
+its selectable snapshot and the balancer its lookup structure), membership changes
+through `ProxyRuntime.add_backend` / `remove_backend`.
+
+Runtime changes are not written to the config file: a reload (SIGHUP or config/update)
+rebuilds pools from the config, so backends added or removed here and weights set here
+revert to the file, while drain/maint of a backend that stays in the file is kept (the
+live `Backend` object survives the reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hmac
+import inspect
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
+from haproxyd.admin.metrics import HaproxydCollector
+from haproxyd.admin.openapi import openapi_document
+from haproxyd.admin.state import AdminState
+from haproxyd.admin.status_page import STATUS_PAGE
+from haproxyd.balancer.state import Backend, BackendState, Pool
+
+log = logging.getLogger("haproxyd.admin")
+
+API = "/api/v1/ha"
+STATE_KEY = web.AppKey("state", AdminState)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Never behind auth: they show no state (the page asks the API, with the token).
+PUBLIC_PATHS = frozenset({"/", "/api/v1/openapi.json", "/favicon.ico"})
+
+MAX_WAIT = 300.0  # seconds a DELETE ?wait= may hold the request
+WAIT_POLL = 0.05
+MAX_EVENTS = 10000
+
+
+class APIError(Exception):
+    def __init__(self, status: int, error: str, details: list[str] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.details = details or []
+
+
+def error_response(
+    status: int, error: str, details: list[str] | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": error, "details": details or []}, status=status, headers=headers
+    )
+
+
+def pydantic_details(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        out.append(f"{where}: {err.get('msg', 'invalid')}")
+    return out
+
+
+# -- middlewares -------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc.status, exc.error, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {}
+        if exc.status == 405 and "Allow" in exc.headers:
+            headers["Allow"] = exc.headers["Allow"]
+        reason = exc.reason.lower() if exc.reason else "error"
+        details = [exc.text] if exc.text and exc.text != f"{exc.status}: {exc.reason}" else []
+        return error_response(exc.status, reason, details, headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("admin API: %s %s failed", request.method, request.path)
+        return error_response(500, "internal error", ["see the daemon's log"])
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    admin = request.app[STATE_KEY].daemon.config.admin
+    token = admin.token
+    if token and request.path not in PUBLIC_PATHS:
+        needs = request.method not in SAFE_METHODS or admin.read_auth
+        if needs and not _authorized(request, token):
+            return error_response(
+                401,
+                "unauthorized",
+                ["this call needs the header 'Authorization: Bearer <admin token>'"],
+                headers={"WWW-Authenticate": 'Bearer realm="haproxyd"'},
+            )
+    return await handler(request)
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode())
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _state(request: web.Request) -> AdminState:
+    return request.app[STATE_KEY]
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        raise APIError(400, "empty body", ["send a JSON object"])
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise APIError(400, "invalid JSON", [str(exc)[:200]]) from None
+    if not isinstance(data, dict):
+        raise APIError(400, "invalid body", ["the body must be a JSON object"])
+    return data
+
+
+def _query_number(
+    request: web.Request, name: str, default: float, low: float, high: float, *, integer: bool
+) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise APIError(400, f"invalid {name}", [f"{name} must be {kind}"]) from None
+    if not low <= value <= high or value != value:
+        raise APIError(400, f"invalid {name}", [f"{name} must be between {low:g} and {high:g}"])
+    return value
+
+
+def _pool_or_404(state: AdminState, name: str) -> Any:
+    pool = state.find_pool(name)
+    if pool is None:
+        raise APIError(404, "no such pool", [f"no pool named {name!r}"])
+    return pool
+
+
+def _backend_or_404(state: AdminState, backend_id: str) -> tuple[Any, Backend]:
+    found = state.find_backend(backend_id)
+    if found is None:
+        raise APIError(404, "no such backend", [f"no backend with id {backend_id!r}"])
+    return found
+
+
+# -- read endpoints ----------------------------------------------------------------------
+
+
+async def status_page(request: web.Request) -> web.Response:
+    return web.Response(
+        text=STATUS_PAGE,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP},
+    )
+
+
+_CSP = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[REGISTRY_KEY])
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(_state(request).status())
+
+
+async def get_config(request: web.Request) -> web.Response:
+    state = _state(request)
+    data = state.daemon.config.model_dump(mode="json")
+    if data.get("admin", {}).get("token"):
+        data["admin"]["token"] = "<redacted>"
+    return web.json_response({"config_version": state.daemon.config_version, "config": data})
+
+
+async def lb_stats(request: web.Request) -> web.Response:
+    state = _state(request)
+    pool = request.query.get("pool")
+    if pool is not None:
+        _pool_or_404(state, pool)
+    return web.json_response(state.lb_stats(pool))
+
+
+async def list_backends(request: web.Request) -> web.Response:
+    state = _state(request)
+    pool = request.query.get("pool")
+    if pool is not None:
+        _pool_or_404(state, pool)
+    return web.json_response({"backends": state.backends(pool)})
+
+
+async def get_backend(request: web.Request) -> web.Response:
+    state = _state(request)
+    pool, backend = _backend_or_404(state, request.match_info["id"])
+    return web.json_response(state.backend_view(pool, backend))
+
+
+async def health_checks(request: web.Request) -> web.Response:
+    state = _state(request)
+    pool = request.query.get("pool")
+    backend = request.query.get("backend")
+    checks = state.health_statuses(pool, backend)
+    return web.json_response(
+        {
+            "enabled": state.health is not None,
+            "node": state.node_health(),
+            "checks": checks,
+        }
+    )
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    return web.json_response(_state(request).cluster_status())
+
+
+async def failover_events(request: web.Request) -> web.Response:
+    state = _state(request)
+    limit = int(_query_number(request, "limit", 100, 1, MAX_EVENTS, integer=True))
+    pool = request.query.get("pool")
+    return web.json_response(state.failover_events(limit, pool))
+
+
+# -- runtime changes ---------------------------------------------------------------------
+
+StateWord = Literal["ready", "drain", "maint"]
+
+
+class BackendPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: Annotated[int, Strict()] | None = Field(
+        None, ge=0, le=1000, description="New configured and effective weight."
+    )
+    state: StateWord | None = Field(
+        None,
+        description="ready: back to what health says; drain: no new requests, in-flight "
+        "ones finish; maint: out of balancing and out of health checks.",
+    )
+
+
+class FailoverTrigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pool: Annotated[str, Strict()] = Field(min_length=1, description="The pool to fail over.")
+    to: Literal["backup", "primary"] | None = Field(
+        None,
+        description="backup: send traffic to the backups; primary: back to the primaries; "
+        "absent: switch to whichever side is not serving now.",
+    )
+    reason: Annotated[str, Strict()] = Field(
+        "manual failover via the admin API", max_length=500, description="Logged with the event."
+    )
+
+
+def _target_state(state: AdminState, pool: Pool, backend: Backend, word: str) -> BackendState:
+    if word == "drain":
+        return BackendState.DRAINING
+    if word == "maint":
+        return BackendState.MAINT
+    # ready: end an operator's drain/maint; the health verdict decides what follows.
+    if backend.state not in (BackendState.DRAINING, BackendState.MAINT):
+        return backend.state
+    health = state.health
+    if health is not None and hasattr(health, "verdict"):
+        return BackendState(health.verdict(pool.name, backend.id))
+    return BackendState.UP
+
+
+async def add_backend(request: web.Request) -> web.Response:
+    from haproxyd.config.schema import BackendConfig
+
+    state = _state(request)
+    body = await _json_object(request)
+    details = []
+    pool_name = body.pop("pool", None)
+    if not isinstance(pool_name, str) or not pool_name:
+        details.append("pool: required, the name of an existing pool")
+    word = body.pop("state", None)
+    if word is not None and word not in ("ready", "drain", "maint"):
+        details.append("state: must be one of ready, drain, maint")
+    try:
+        bcfg = BackendConfig.model_validate(body)
+    except ValidationError as exc:
+        details.extend(pydantic_details(exc))
+        bcfg = None
+    if details or bcfg is None:
+        raise APIError(400, "invalid backend", details)
+    assert isinstance(pool_name, str)
+    pool_runtime = state.find_pool(pool_name)
+    if pool_runtime is None:
+        raise APIError(400, "invalid backend", [f"pool: no pool named {pool_name!r}"])
+    existing = state.find_backend(bcfg.id)
+    if existing is not None:
+        raise APIError(
+            409,
+            "duplicate backend id",
+            [f"backend {bcfg.id!r} exists in pool {existing[0].name!r}"],
+        )
+    runtime = state.daemon.runtime
+    assert runtime is not None
+    backend = runtime.add_backend(pool_name, bcfg)
+    if word in ("drain", "maint"):
+        pool_runtime.pool.set_state(bcfg.id, _target_state(state, pool_runtime.pool, backend, word))
+    log.info("admin: added backend %s (%s) to pool %s", bcfg.id, backend.address, pool_name)
+    return web.json_response(state.backend_view(pool_runtime, backend), status=201)
+
+
+async def patch_backend(request: web.Request) -> web.Response:
+    state = _state(request)
+    pool_runtime, backend = _backend_or_404(state, request.match_info["id"])
+    body = await _json_object(request)
+    try:
+        patch = BackendPatch.model_validate(body)
+    except ValidationError as exc:
+        raise APIError(400, "invalid change", pydantic_details(exc)) from None
+    if patch.weight is None and patch.state is None:
+        raise APIError(400, "invalid change", ["give weight and/or state"])
+    pool = pool_runtime.pool
+    new_state = (
+        _target_state(state, pool, backend, patch.state) if patch.state is not None else None
+    )
+    # Everything is validated: from here on nothing can fail.
+    if patch.weight is not None:
+        pool.set_weight(backend.id, patch.weight)
+    if new_state is not None:
+        pool.set_state(backend.id, new_state)
+    log.info(
+        "admin: backend %s: weight=%s state=%s", backend.id, backend.weight, str(backend.state)
+    )
+    return web.json_response(state.backend_view(pool_runtime, backend))
+
+
+async def delete_backend(request: web.Request) -> web.Response:
+    state = _state(request)
+    backend_id = request.match_info["id"]
+    _backend_or_404(state, backend_id)
+    wait = _query_number(request, "wait", 0.0, 0.0, MAX_WAIT, integer=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        pool_runtime, backend = _backend_or_404(state, backend_id)
+        admin_state = backend.state in (BackendState.MAINT, BackendState.DRAINING)
+        if admin_state and backend.active == 0:
+            break
+        if not admin_state:
+            raise APIError(
+                409,
+                "backend not in maintenance",
+                [
+                    f"backend {backend_id!r} is {backend.state}: put it in maint or drain "
+                    "first (PATCH state=maint|drain)"
+                ],
+            )
+        if loop.time() >= deadline:
+            raise APIError(
+                409,
+                "backend busy",
+                [f"backend {backend_id!r} still has {backend.active} request(s) in flight"]
+                + (["retry with ?wait=SECONDS"] if wait == 0 else [f"waited {wait:g}s"]),
+            )
+        await asyncio.sleep(WAIT_POLL)
+    view = state.backend_view(pool_runtime, backend)
+    runtime = state.daemon.runtime
+    assert runtime is not None
+    runtime.remove_backend(backend_id)
+    state.stats.forget(pool_runtime.name, backend_id)
+    log.info("admin: removed backend %s from pool %s", backend_id, pool_runtime.name)
+    return web.json_response({"removed": view})
+
+
+async def failover_trigger(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _json_object(request)
+    try:
+        trigger = FailoverTrigger.model_validate(body)
+    except ValidationError as exc:
+        raise APIError(400, "invalid failover request", pydantic_details(exc)) from None
+    pool_runtime = _pool_or_404(state, trigger.pool)
+    machine = getattr(state.daemon, "failover", None)
+    if machine is not None and hasattr(machine, "trigger"):
+        try:
+            result = machine.trigger(trigger.pool, target=trigger.to, reason=trigger.reason)
+            if inspect.isawaitable(result):
+                result = await result
+        except KeyError as exc:
+            raise APIError(404, "no such pool", [str(exc)]) from None
+        except ValueError as exc:
+            raise APIError(409, "failover refused", [str(exc)]) from None
+        return web.json_response(_failover_result(state, pool_runtime, result))
+    return web.json_response(_manual_failover(state, pool_runtime, trigger))
+
+
+def _failover_result(state: AdminState, pool_runtime: Any, result: Any) -> dict[str, Any]:
+    pool = pool_runtime.pool
+    out = {
+        "pool": pool.name,
+        "action": "failover",
+        "active": [b.id for b in pool.selectable],
+        "event": None,
+    }
+    if isinstance(result, dict):
+        out.update(result)
+    return out
+
+
+def _manual_failover(state: AdminState, pool_runtime: Any, trigger: FailoverTrigger) -> Any:
+    """The admin API's own failover while no failover state machine runs: point the
+    pool's active set at its backups, or back at its primaries (a runtime change that a
+    reload undoes, like HAProxy's `set server` commands)."""
+    pool: Pool = pool_runtime.pool
+    serving_backups = bool(pool.selectable) and all(b.is_backup for b in pool.selectable)
+    to = trigger.to or ("primary" if serving_backups else "backup")
+    before = [b.id for b in pool.selectable]
+    if to == "backup":
+        candidates = _backups(pool)
+        if not candidates:
+            raise APIError(
+                409,
+                "failover refused",
+                [f"pool {pool.name!r} has no healthy backup backend to fail over to"],
+            )
+        pool.set_active_filter(_backups)
+        kind = "failover"
+    else:
+        pool.set_active_filter(None)
+        kind = "failback"
+    after = [b.id for b in pool.selectable]
+    event = state.events.append(
+        kind,
+        pool.name,
+        None,
+        trigger.reason,
+        strategy=pool_runtime.config.failover.strategy,
+        manual=True,
+        source="admin",
+        before=before,
+        after=after,
+    )
+    log.warning("admin: manual %s of pool %s: %s -> %s", kind, pool.name, before, after)
+    return {"pool": pool.name, "action": kind, "active": after, "event": event.to_dict()}
+
+
+def _backups(pool: Pool) -> tuple[Backend, ...]:
+    """Active-set rule of a manual failover: the backups that can take traffic."""
+    return tuple(
+        b
+        for b in pool.backends.values()
+        if b.is_backup and b.state == BackendState.UP and b.effective_weight > 0
+    )
+
+
+async def config_update(request: web.Request) -> web.Response:
+    from haproxyd.config import ConfigError, validate_document
+
+    state = _state(request)
+    mode = request.query.get("mode", "merge")
+    if mode not in ("merge", "replace"):
+        raise APIError(400, "invalid mode", ["mode must be merge or replace"])
+    document = await _json_object(request)
+    daemon = state.daemon
+    async with state.lock:
+        running = daemon.config
+        data = (
+            deep_merge(running.model_dump(mode="json"), document) if mode == "merge" else document
+        )
+        base_dir = daemon.config_path.parent if daemon.config_path is not None else None
+        try:
+            cfg = validate_document(data, source="admin config/update", base_dir=base_dir)
+        except ConfigError as exc:
+            daemon.reloads["error"] += 1
+            raise APIError(
+                400, "invalid configuration", [str(issue) for issue in exc.issues]
+            ) from None
+        if cfg == running:
+            return web.json_response(
+                {"applied": True, "changed": False, "config_version": daemon.config_version}
+            )
+        try:
+            errors = await daemon.reload(cfg)
+        except (ValueError, KeyError, OSError) as exc:
+            # A config the schema accepts but the data plane cannot build (e.g. a
+            # balancer that is not available): the daemon refuses it before swapping.
+            log.error("admin: config/update not applied: %s", exc)
+            daemon.reloads["error"] += 1
+            raise APIError(400, "configuration not applied", [str(exc)]) from None
+        if errors:
+            raise APIError(400, "configuration not applied", errors)
+        if cfg.admin.address != running.admin.address:
+            log.warning(
+                "admin: admin.address changed to %s; it takes effect at the next restart",
+                cfg.admin.address,
+            )
+    return web.json_response(
+        {"applied": True, "changed": True, "config_version": daemon.config_version}
+    )
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`patch` onto `base`: objects merge key by key, anything else (lists included)
+    replaces. `null` sets a field to null (which resets it where the schema allows)."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+def build_app(state: AdminState) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware])
+    app[STATE_KEY] = state
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HaproxydCollector(state))
+    app[REGISTRY_KEY] = registry
+    r = app.router
+    r.add_get("/", status_page)
+    r.add_get("/api/v1/openapi.json", openapi)
+    r.add_get("/metrics", metrics)
+    r.add_get(f"{API}/status", get_status)
+    r.add_get(f"{API}/config", get_config)
+    r.add_get(f"{API}/load-balancer/stats", lb_stats)
+    r.add_get(f"{API}/load-balancer/backends", list_backends)
+    r.add_post(f"{API}/load-balancer/backends", add_backend)
+    r.add_get(f"{API}/load-balancer/backends/{{id}}", get_backend)
+    r.add_patch(f"{API}/load-balancer/backends/{{id}}", patch_backend)
+    r.add_delete(f"{API}/load-balancer/backends/{{id}}", delete_backend)
+    r.add_get(f"{API}/health-checks", health_checks)
+    r.add_get(f"{API}/cluster/status", cluster_status)
+    r.add_get(f"{API}/failover/events", failover_events)
+    r.add_post(f"{API}/failover/trigger", failover_trigger)
+    r.add_post(f"{API}/config/update", config_update)
+    return app

@@ -1,0 +1,414 @@
+"""Request metrics off the hot path, and the Prometheus collector that exposes them.
+
+The data plane calls `RequestStats.observe(exchange)` once per finished request (one
+exchange listener). It touches only plain ints in a per-(pool, backend) `Series`: a
+status-code table and a fixed-bucket latency histogram (`bisect` into `BUCKETS`). No
+prometheus-client object is touched per request; at scrape time `HaproxydCollector`
+reads the counters and the live state (`Backend`, `Pool`, the health scheduler, the
+event log, the daemon) and builds metric families, the way HAProxy's own exporter
+(`addons/promex`) walks its live proxies and servers instead of keeping a second copy.
+
+Several worker processes: each worker's counters live in its own process, so they are
+exchanged as plain, JSON-serialisable snapshots. `RequestStats.snapshot(pools)` is one
+process's state; `merge(snapshots)` sums them (same buckets everywhere); the collector
+and the stats endpoint read only merged snapshots, so a master that gathers its workers'
+snapshots (a pipe, or a per-worker file written each second) passes them in through
+`snapshots=` and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from haproxyd import __version__
+from haproxyd.balancer.state import BackendState
+
+if TYPE_CHECKING:
+    from haproxyd.admin.state import AdminState
+    from haproxyd.proxy.client import Exchange
+    from haproxyd.proxy.runtime import PoolRuntime
+
+# Upper bounds (seconds) of the latency buckets: Prometheus' defaults widened at both
+# ends (a proxy sees sub-millisecond local answers and multi-second slow ones).
+BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+SNAPSHOT_VERSION = 1
+
+
+class Series:
+    """Counters of one (pool, backend). `backend` is "" for requests that never got a
+    backend (503 no backend available); pool "" for requests that matched no route."""
+
+    __slots__ = ("backend_5xx", "buckets", "codes", "count", "sum")
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}  # final status sent to the client -> count
+        self.buckets = [0] * (len(BUCKETS) + 1)  # non-cumulative; the last is +Inf
+        self.sum = 0.0
+        self.count = 0  # observations in the histogram (dispatched requests)
+        self.backend_5xx = 0  # 5xx answered by the backend itself (not the proxy's own)
+
+
+class RequestStats:
+    """Per-process request counters. `observe` is the exchange listener (hot path);
+    the rest is for the admin API, on the same loop."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.series: dict[tuple[str, str], Series] = {}
+
+    def observe(self, exchange: Exchange) -> None:
+        pool = exchange.pool
+        backend = exchange.backend
+        key = (pool.name if pool is not None else "", backend.id if backend is not None else "")
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = Series()
+        status = exchange.status
+        codes = series.codes
+        codes[status] = codes.get(status, 0) + 1
+        if status >= 500 and exchange.termination == "ok":
+            series.backend_5xx += 1
+        start = exchange.start
+        if start:
+            elapsed = self._clock() - start
+            series.buckets[bisect_left(BUCKETS, elapsed)] += 1
+            series.sum += elapsed
+            series.count += 1
+
+    def forget(self, pool: str, backend: str) -> None:
+        """Drop a removed backend's series (so label sets stay bounded under churn)."""
+        self.series.pop((pool, backend), None)
+
+    def snapshot(self, pools: Iterable[PoolRuntime] = ()) -> dict[str, Any]:
+        """This process's counters plus its data-plane gauges of the live backends of
+        `pools`, as plain JSON-serialisable data (see `merge`)."""
+        series = []
+        for (pool, backend), s in self.series.items():
+            series.append(
+                {
+                    "pool": pool,
+                    "backend": backend,
+                    "codes": {str(code): n for code, n in s.codes.items()},
+                    "buckets": list(s.buckets),
+                    "sum": s.sum,
+                    "count": s.count,
+                    "backend_5xx": s.backend_5xx,
+                }
+            )
+        backends = []
+        for runtime in pools:
+            for b in runtime.pool.backends.values():
+                backends.append(
+                    {
+                        "pool": runtime.name,
+                        "backend": b.id,
+                        "active": b.active,
+                        "sent": b.requests,
+                        "failures": b.failures,
+                        "selections": b.selections,
+                    }
+                )
+        return {
+            "version": SNAPSHOT_VERSION,
+            "bounds": list(BUCKETS),
+            "time": time.time(),
+            "series": series,
+            "backends": backends,
+        }
+
+
+_BACKEND_FIELDS = ("active", "sent", "failures", "selections")
+
+
+def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the snapshots of several processes into one (same shape as a snapshot).
+    Raises ValueError when two snapshots use different buckets."""
+    bounds: list[float] | None = None
+    series: dict[tuple[str, str], dict[str, Any]] = {}
+    backends: dict[tuple[str, str], dict[str, Any]] = {}
+    newest = 0.0
+    for snap in snapshots:
+        if bounds is None:
+            bounds = list(snap["bounds"])
+        elif list(snap["bounds"]) != bounds:
+            raise ValueError("cannot merge snapshots with different histogram buckets")
+        newest = max(newest, float(snap.get("time", 0.0)))
+        for s in snap["series"]:
+            key = (s["pool"], s["backend"])
+            into = series.get(key)
+            if into is None:
+                series[key] = {
+                    "pool": s["pool"],
+                    "backend": s["backend"],
+                    "codes": dict(s["codes"]),
+                    "buckets": list(s["buckets"]),
+                    "sum": s["sum"],
+                    "count": s["count"],
+                    "backend_5xx": s["backend_5xx"],
+                }
+                continue
+            for code, n in s["codes"].items():
+                into["codes"][code] = into["codes"].get(code, 0) + n
+            into["buckets"] = [a + b for a, b in zip(into["buckets"], s["buckets"], strict=True)]
+            into["sum"] += s["sum"]
+            into["count"] += s["count"]
+            into["backend_5xx"] += s["backend_5xx"]
+        for b in snap["backends"]:
+            key = (b["pool"], b["backend"])
+            into = backends.get(key)
+            if into is None:
+                backends[key] = dict(b)
+            else:
+                for name in _BACKEND_FIELDS:
+                    into[name] += b[name]
+    return {
+        "version": SNAPSHOT_VERSION,
+        "bounds": bounds if bounds is not None else list(BUCKETS),
+        "time": newest,
+        "series": list(series.values()),
+        "backends": list(backends.values()),
+    }
+
+
+def quantile(q: float, bounds: list[float], buckets: list[int]) -> float | None:
+    """The q-quantile of a fixed-bucket histogram (non-cumulative counts, last = +Inf),
+    interpolated linearly inside the bucket, as PromQL's `histogram_quantile` does. A
+    rank in the +Inf bucket answers the highest finite bound. None without samples."""
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            if index >= len(bounds):
+                return bounds[-1]
+            lower = bounds[index - 1] if index > 0 else 0.0
+            upper = bounds[index]
+            return lower + (upper - lower) * ((rank - seen) / count)
+        seen += count
+    return bounds[-1]
+
+
+def code_class(code: int | str) -> str:
+    """The class of a status code ("2xx" for 204); "other" when no status was sent."""
+    text = str(code)
+    if len(text) == 3 and text[0] in "12345":
+        return text[0] + "xx"
+    return "other"
+
+
+class HaproxydCollector(Collector):
+    """Builds every `haproxyd_*` family from live state at scrape time."""
+
+    def __init__(self, state: AdminState) -> None:
+        self.state = state
+
+    def describe(self) -> list[Metric]:
+        # Tell the registry up front that we describe nothing fixed (it must not call
+        # `collect` at registration: the daemon may not be running yet).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.state
+        daemon = state.daemon
+        snap = state.merged_snapshot()
+        bounds = snap["bounds"]
+
+        requests = CounterMetricFamily(
+            "haproxyd_requests",
+            "Requests answered, by pool, final backend and status code "
+            '(backend "" = no backend was available; code 0 = the client left first).',
+            labels=["pool", "backend", "code"],
+        )
+        duration = HistogramMetricFamily(
+            "haproxyd_request_duration_seconds",
+            "Time from dispatch to the end of the response, by pool and backend.",
+            labels=["pool", "backend"],
+        )
+        for s in sorted(snap["series"], key=lambda s: (s["pool"], s["backend"])):
+            labels = [s["pool"], s["backend"]]
+            for code, n in sorted(s["codes"].items()):
+                requests.add_metric([*labels, code], n)
+            if s["count"]:
+                cumulative = 0
+                buckets = []
+                for bound, count in zip(bounds, s["buckets"], strict=False):
+                    cumulative += count
+                    buckets.append((_le(bound), cumulative))
+                buckets.append(("+Inf", s["count"]))
+                duration.add_metric(labels, buckets, s["sum"])
+        yield requests
+        yield duration
+
+        up = GaugeMetricFamily(
+            "haproxyd_backend_up",
+            "1 when the backend is healthy (up or draining), 0 when down, checking or in maint.",
+            labels=["pool", "backend"],
+        )
+        backend_state = GaugeMetricFamily(
+            "haproxyd_backend_state",
+            "1 for the backend's current state (checking, up, down, draining, maint).",
+            labels=["pool", "backend", "state"],
+        )
+        active = GaugeMetricFamily(
+            "haproxyd_backend_active_connections",
+            "Requests in flight to the backend.",
+            labels=["pool", "backend"],
+        )
+        weight = GaugeMetricFamily(
+            "haproxyd_backend_weight",
+            "Effective weight the balancer uses.",
+            labels=["pool", "backend"],
+        )
+        sent = CounterMetricFamily(
+            "haproxyd_backend_attempts",
+            "Requests sent to the backend, retries included.",
+            labels=["pool", "backend"],
+        )
+        failures = CounterMetricFamily(
+            "haproxyd_backend_failures",
+            "Attempts that failed at the transport level (connect, reset, timeout).",
+            labels=["pool", "backend"],
+        )
+        selections = CounterMetricFamily(
+            "haproxyd_backend_selections",
+            "Times the balancer picked the backend.",
+            labels=["pool", "backend"],
+        )
+        selectable = GaugeMetricFamily(
+            "haproxyd_pool_selectable_backends",
+            "Backends the pool's balancer may currently choose from.",
+            labels=["pool"],
+        )
+        counts = {(b["pool"], b["backend"]): b for b in snap["backends"]}
+        for pool_runtime in state.pools():
+            pool = pool_runtime.pool
+            selectable.add_metric([pool.name], len(pool.selectable))
+            for b in pool.backends.values():
+                labels = [pool.name, b.id]
+                healthy = b.state in (BackendState.UP, BackendState.DRAINING)
+                up.add_metric(labels, 1 if healthy else 0)
+                for s in BackendState:
+                    backend_state.add_metric([*labels, str(s)], 1 if b.state == s else 0)
+                weight.add_metric(labels, b.effective_weight)
+                c = counts.get((pool.name, b.id))
+                if c is None:
+                    continue
+                active.add_metric(labels, c["active"])
+                sent.add_metric(labels, c["sent"])
+                failures.add_metric(labels, c["failures"])
+                selections.add_metric(labels, c["selections"])
+        yield from (up, backend_state, active, weight, sent, failures, selections, selectable)
+
+        health = GaugeMetricFamily(
+            "haproxyd_health_check_duration_seconds",
+            "Duration of the latest probe of each check (the slowest when a backend has "
+            'several checks of one type; pool "" = node checks).',
+            labels=["pool", "backend", "type"],
+        )
+        latest: dict[tuple[str, str, str], float] = {}
+        for check in state.health_statuses():
+            if check.get("last_check") is None:
+                continue
+            key = (check["pool"], check["backend"], check["type"])
+            latest[key] = max(latest.get(key, 0.0), float(check["latency"]))
+        for key, seconds in sorted(latest.items()):
+            health.add_metric(list(key), seconds)
+        yield health
+
+        failover = CounterMetricFamily(
+            "haproxyd_failover_events",
+            "Failover state machine events (failover, failback, manual, panic), by pool.",
+            labels=["pool", "strategy"],
+        )
+        for (pool_name, strategy), n in sorted(state.events.totals().items()):
+            failover.add_metric([pool_name, strategy], n)
+        yield failover
+
+        reloads = CounterMetricFamily(
+            "haproxyd_config_reloads",
+            "Configuration reloads (SIGHUP and admin config/update), by result.",
+            labels=["result"],
+        )
+        for result in ("ok", "error"):
+            reloads.add_metric([result], daemon.reloads.get(result, 0))
+        yield reloads
+        yield GaugeMetricFamily(
+            "haproxyd_config_version", "Version of the running config.", daemon.config_version
+        )
+
+        cluster = state.cluster_status()
+        yield GaugeMetricFamily(
+            "haproxyd_cluster_is_leader",
+            "1 when this node is the cluster leader (a standalone node leads itself).",
+            value=1 if cluster["is_leader"] else 0,
+        )
+        nodes = GaugeMetricFamily(
+            "haproxyd_cluster_nodes", "Cluster nodes by state.", labels=["state"]
+        )
+        by_state: dict[str, int] = {"up": 0, "down": 0}
+        for node in cluster["nodes"]:
+            by_state[node["state"]] = by_state.get(node["state"], 0) + 1
+        for name, n in sorted(by_state.items()):
+            nodes.add_metric([name], n)
+        yield nodes
+
+        runtime = daemon.runtime
+        if runtime is not None:
+            rejected = CounterMetricFamily(
+                "haproxyd_rejected_requests",
+                "Malformed requests the proxy answered itself, by status.",
+                labels=["code"],
+            )
+            for code, n in sorted(runtime.rejected.items()):
+                rejected.add_metric([str(code)], n)
+            yield rejected
+            yield GaugeMetricFamily(
+                "haproxyd_client_connections",
+                "Open client connections.",
+                value=len(runtime.connections),
+            )
+        yield GaugeMetricFamily(
+            "haproxyd_start_time_seconds",
+            "When the daemon started (seconds since the epoch).",
+            value=daemon.started,
+        )
+        info = GaugeMetricFamily(
+            "haproxyd_build_info", "Always 1; the labels say what runs.", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))

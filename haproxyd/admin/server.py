@@ -1,0 +1,89 @@
+"""Admin HTTP server (aiohttp) on `admin.address`, apart from the proxy listeners.
+
+Started and stopped by the daemon (`AdminServer(daemon)`, `await start()`, `await
+stop()`), on the daemon's event loop: handlers read the live state directly. `start`
+also registers the one exchange listener that feeds the request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from haproxyd.admin.api import build_app
+from haproxyd.admin.state import AdminState
+
+if TYPE_CHECKING:
+    from haproxyd.daemon import Daemon
+
+log = logging.getLogger("haproxyd.admin")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a DNS name: assume it is reachable from elsewhere
+
+
+class AdminServer:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.state: AdminState | None = None
+        self.app: web.Application | None = None
+        self.addresses: list[tuple[str, int]] = []
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with `admin.address: 127.0.0.1:0`)."""
+        return self.addresses[0][1] if self.addresses else 0
+
+    @property
+    def url(self) -> str:
+        host, port = self.addresses[0] if self.addresses else ("127.0.0.1", 0)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        daemon = self.daemon
+        state = AdminState(daemon, asyncio.get_running_loop())
+        self.state = state
+        if daemon.runtime is not None:
+            daemon.runtime.add_exchange_listener(state.stats.observe)
+        self.app = build_app(state)
+        runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        admin = daemon.config.admin
+        host, port = admin.address.host, admin.address.port
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
+        state.admin_address = self.url.removeprefix("http://")
+        log.info("admin API on %s", self.url)
+        if not admin.token and not is_loopback(host):
+            log.warning(
+                "!!! admin API bound to %s WITHOUT A TOKEN: anyone who can reach this "
+                "address can drain, remove and reconfigure backends. Set admin.token "
+                "(or HAPROXYD_ADMIN_TOKEN), or bind the admin port to 127.0.0.1 !!!",
+                admin.address,
+            )
+        elif admin.read_auth and not admin.token:
+            log.warning("admin.read_auth is set but there is no admin token: reads stay open")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,376 @@
+"""Read side of the admin API: JSON views built from live state on every call.
+
+Nothing here is cached: each view walks the daemon's live objects (`ProxyRuntime`,
+`Pool`, `Backend`, the health scheduler, the event log) when asked, so the admin API,
+the status page and `/metrics` never drift from what the data plane does. The field
+names are the API's contract (see `openapi.py`); add fields, never rename them.
+
+Optional parts are looked up on the daemon by attribute, so the admin API works before
+they exist and picks them up when they do:
+
+* `daemon.health`: a `HealthScheduler` (statuses, backend_health, verdict, node_status);
+* `daemon.events`: the failover `EventLog` (else the admin server keeps its own);
+* `daemon.cluster`: an object whose `status()` returns the cluster view (see
+  `cluster_status`); absent means a standalone node;
+* `daemon.failover`: the failover state machine, whose `trigger(pool, target=, reason=)`
+  performs a manual failover (absent: the admin API's own minimal one, see `api.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from haproxyd import __version__
+from haproxyd.admin.metrics import RequestStats, code_class, merge, quantile
+from haproxyd.balancer.state import Backend, BackendState
+from haproxyd.failover.events import EventLog
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from haproxyd.daemon import Daemon
+    from haproxyd.proxy.runtime import PoolRuntime
+
+CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+
+class AdminState:
+    """What the admin handlers and the collector share: the daemon, the request
+    counters, the event log. Created by `AdminServer.start` on the daemon's loop."""
+
+    def __init__(self, daemon: Daemon, loop: asyncio.AbstractEventLoop) -> None:
+        self.daemon = daemon
+        self.stats = RequestStats(loop.time)
+        events = getattr(daemon, "events", None)
+        self.events: EventLog = events if isinstance(events, EventLog) else EventLog()
+        # Snapshots of other worker processes (a master sets this once workers exist).
+        self.worker_snapshots: Callable[[], list[dict[str, Any]]] | None = None
+        self.lock = asyncio.Lock()  # serialises config updates
+        self.admin_address: str | None = None  # the bound admin address, once listening
+
+    # -- live objects ----------------------------------------------------------------
+
+    @property
+    def health(self) -> Any:
+        health = getattr(self.daemon, "health", None)
+        return health if hasattr(health, "statuses") else None
+
+    def pools(self) -> list[PoolRuntime]:
+        runtime = self.daemon.runtime
+        return list(runtime.pools.values()) if runtime is not None else []
+
+    def find_pool(self, name: str) -> PoolRuntime | None:
+        runtime = self.daemon.runtime
+        return runtime.pools.get(name) if runtime is not None else None
+
+    def find_backend(self, backend_id: str) -> tuple[PoolRuntime, Backend] | None:
+        runtime = self.daemon.runtime
+        return runtime.find_backend(backend_id) if runtime is not None else None
+
+    def merged_snapshot(self) -> dict[str, Any]:
+        snapshots = [self.stats.snapshot(self.pools())]
+        if self.worker_snapshots is not None:
+            snapshots.extend(self.worker_snapshots())
+        return merge(snapshots)
+
+    # -- views -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.daemon.config
+        node_health = self.node_health()
+        pools = []
+        for pool_runtime in self.pools():
+            pool = pool_runtime.pool
+            states = {str(s): 0 for s in BackendState}
+            for b in pool.backends.values():
+                states[str(b.state)] += 1
+            pools.append(
+                {
+                    "name": pool.name,
+                    "algorithm": pool_runtime.config.balancer.algorithm,
+                    "strategy": pool_runtime.config.failover.strategy,
+                    "backends": len(pool.backends),
+                    "up": states["up"],
+                    "selectable": len(pool.selectable),
+                    "active": sum(b.active for b in pool.backends.values()),
+                    "states": states,
+                    "healthy": bool(pool.selectable),
+                }
+            )
+        cluster = self.cluster_status()
+        now = time.time()
+        return {
+            "node_id": cfg.node.id,
+            "region": cfg.node.region,
+            "role": cluster["role"],
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": self.daemon.started,
+            "uptime": round(now - self.daemon.started, 3),
+            "config_version": self.daemon.config_version,
+            "config_path": str(self.daemon.config_path) if self.daemon.config_path else None,
+            "environment": cfg.environment,
+            "healthy": node_health["healthy"] and all(p["healthy"] for p in pools),
+            "node_health": node_health,
+            "reloads": dict(self.daemon.reloads),
+            "last_reload": dict(self.daemon.last_reload),
+            "workers": self._workers_view(),
+            "connections": self._connections(),
+            "pools": pools,
+        }
+
+    def _workers_view(self) -> dict[str, Any]:
+        workers = self.daemon.workers
+        if workers is None:
+            return {"mode": "single", "count": 1, "pids": [os.getpid()], "restarts": 0}
+        return {
+            "mode": "master",
+            "count": workers.count,
+            "pids": workers.pids(),
+            "applied_versions": workers.applied_versions(),
+            "restarts": workers.restarts,
+        }
+
+    def _connections(self) -> int:
+        runtime = self.daemon.runtime
+        count = len(runtime.connections) if runtime is not None else 0
+        if self.daemon.workers is not None:
+            count += sum(s.get("connections", 0) for s in self.daemon.workers.snapshots())
+        return count
+
+    def node_health(self) -> dict[str, Any]:
+        health = self.health
+        if health is None or not hasattr(health, "node_status"):
+            return {"healthy": True, "reasons": []}
+        node = health.node_status()
+        return {"healthy": bool(node.healthy), "reasons": [str(r) for r in node.reasons]}
+
+    def backend_view(self, pool_runtime: PoolRuntime, backend: Backend) -> dict[str, Any]:
+        pool = pool_runtime.pool
+        return {
+            "id": backend.id,
+            "pool": pool.name,
+            "address": backend.address,
+            "weight": backend.weight,
+            "effective_weight": backend.effective_weight,
+            "role": backend.role,
+            "region": backend.region,
+            "group": backend.group,
+            "priority": backend.priority,
+            "max_connections": backend.max_connections,
+            "state": str(backend.state),
+            "state_age": round(max(0.0, time.monotonic() - backend.state_since), 3),
+            "selectable": backend in pool.selectable,
+            "active": backend.active,
+            "requests": backend.requests,
+            "failures": backend.failures,
+            "selections": backend.selections,
+            "health": self.backend_health(pool.name, backend),
+        }
+
+    def backend_health(self, pool_name: str, backend: Backend) -> dict[str, Any]:
+        health = self.health
+        if health is None or not hasattr(health, "backend_health"):
+            verdict = "down" if backend.state == BackendState.DOWN else "up"
+            return {"verdict": verdict, "ejected": False, "passive": None, "checks": []}
+        data = health.backend_health(pool_name, backend.id)
+        return {
+            "verdict": str(data.get("verdict", "up")),
+            "ejected": bool(data.get("ejected", False)),
+            "passive": data.get("passive"),
+            "checks": [
+                {
+                    "type": str(c.get("type", "")),
+                    "name": str(c.get("name", "")),
+                    "status": str(c.get("status", "")),
+                    "reason": str(c.get("reason", "")),
+                }
+                for c in data.get("checks", ())
+            ],
+        }
+
+    def backends(self, pool_name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for pool_runtime in self.pools():
+            if pool_name is not None and pool_runtime.name != pool_name:
+                continue
+            for backend in pool_runtime.pool.backends.values():
+                out.append(self.backend_view(pool_runtime, backend))
+        return out
+
+    def lb_stats(self, pool_name: str | None = None) -> dict[str, Any]:
+        snap = self.merged_snapshot()
+        bounds = snap["bounds"]
+        series = {(s["pool"], s["backend"]): s for s in snap["series"]}
+        counts = {(b["pool"], b["backend"]): b for b in snap["backends"]}
+        pools = []
+        for pool_runtime in self.pools():
+            pool = pool_runtime.pool
+            if pool_name is not None and pool.name != pool_name:
+                continue
+            backends = []
+            pool_buckets = [0] * (len(bounds) + 1)
+            pool_sum = 0.0
+            pool_codes = dict.fromkeys(CODE_CLASSES, 0)
+            totals = {"requests": 0, "errors": 0, "active": 0, "selections": 0, "failures": 0}
+            for b in pool.backends.values():
+                s = series.get((pool.name, b.id))
+                c = counts.get((pool.name, b.id), {})
+                view = _series_view(s, bounds)
+                failures = int(c.get("failures", b.failures))
+                backends.append(
+                    {
+                        "id": b.id,
+                        "state": str(b.state),
+                        "weight": b.weight,
+                        "effective_weight": b.effective_weight,
+                        "requests": view["requests"],
+                        # 5xx the backend answered + attempts that failed in transport
+                        # (the proxy's own 502/504 for such a failure counted once).
+                        "errors": view["backend_5xx"] + failures,
+                        "failures": failures,
+                        "attempts": int(c.get("sent", b.requests)),
+                        "active": int(c.get("active", b.active)),
+                        "selections": int(c.get("selections", b.selections)),
+                        "ewma": round(b.ewma, 6),
+                        "latency": view["latency"],
+                        "codes": view["codes"],
+                    }
+                )
+                row = backends[-1]
+                for name in totals:
+                    totals[name] += row[name]
+                if s is not None:
+                    pool_buckets = [x + y for x, y in zip(pool_buckets, s["buckets"], strict=True)]
+                    pool_sum += s["sum"]
+                for name, n in view["codes"].items():
+                    pool_codes[name] += n
+            # Requests for which no backend was available (503) belong to the pool only.
+            orphan = _series_view(series.get((pool.name, "")), bounds)
+            totals["requests"] += orphan["requests"]
+            totals["errors"] += orphan["codes"]["5xx"]
+            for name, n in orphan["codes"].items():
+                pool_codes[name] += n
+            pools.append(
+                {
+                    "name": pool.name,
+                    "algorithm": pool_runtime.config.balancer.algorithm,
+                    **totals,
+                    "no_backend": orphan["requests"],
+                    "latency": _latency(bounds, pool_buckets, pool_sum),
+                    "codes": pool_codes,
+                    "backends": backends,
+                }
+            )
+        unrouted = _series_view(series.get(("", "")), bounds)
+        return {
+            "time": time.time(),
+            "pools": pools,
+            "unrouted": {"requests": unrouted["requests"], "codes": unrouted["codes"]},
+        }
+
+    def health_statuses(
+        self, pool: str | None = None, backend: str | None = None
+    ) -> list[dict[str, Any]]:
+        health = self.health
+        if health is None:
+            return []
+        out = []
+        for c in health.statuses(pool, backend):
+            last_ok = getattr(c, "last_ok", None)
+            out.append(
+                {
+                    "pool": c.pool,
+                    "backend": c.backend,
+                    "target": c.address,
+                    "type": c.type,
+                    "name": c.name,
+                    "status": c.status,
+                    "state": c.state,
+                    "last_result": None if last_ok is None else ("pass" if last_ok else "fail"),
+                    "last_reason": c.last_reason,
+                    "latency": round(float(c.last_latency), 6),
+                    "last_check": c.last_check,
+                    "last_change": c.last_change,
+                    "consecutive_passes": c.consecutive_passes,
+                    "consecutive_fails": c.consecutive_fails,
+                    "checks_total": c.checks_total,
+                    "failures_total": c.failures_total,
+                    "paused": c.paused,
+                    "interval": c.interval,
+                    "node": c.node,
+                }
+            )
+        return out
+
+    def cluster_status(self) -> dict[str, Any]:
+        cluster = getattr(self.daemon, "cluster", None)
+        if cluster is not None and hasattr(cluster, "status"):
+            return cluster.status()
+        cfg = self.daemon.config
+        node_id = cfg.node.id
+        return {
+            "enabled": bool(cfg.cluster.enabled),
+            "mode": "standalone",
+            "node_id": node_id,
+            "role": "standalone",
+            "is_leader": True,
+            "leader": node_id,
+            "term": 0,
+            "quorum": cfg.cluster.quorum_size,
+            "has_quorum": True,
+            "nodes": [
+                {
+                    "id": node_id,
+                    "address": self.admin_address or str(cfg.admin.address),
+                    "region": cfg.node.region,
+                    "state": "up",
+                    "role": "standalone",
+                    "self": True,
+                    "last_seen": time.time(),
+                }
+            ],
+        }
+
+    def failover_events(self, limit: int, pool: str | None = None) -> dict[str, Any]:
+        events = self.events.list(limit, pool=pool)
+        return {
+            "events": [e.to_dict() for e in events],
+            "returned": len(events),
+            "stored": len(self.events),
+            "capacity": self.events.size,
+        }
+
+
+def _series_view(s: dict[str, Any] | None, bounds: list[float]) -> dict[str, Any]:
+    codes = dict.fromkeys(CODE_CLASSES, 0)
+    if s is None:
+        return {
+            "requests": 0,
+            "backend_5xx": 0,
+            "codes": codes,
+            "latency": _latency(bounds, [], 0.0),
+        }
+    for code, n in s["codes"].items():
+        codes[code_class(code)] += n
+    return {
+        "requests": sum(s["codes"].values()),
+        "backend_5xx": s["backend_5xx"],
+        "codes": codes,
+        "latency": _latency(bounds, s["buckets"], s["sum"]),
+    }
+
+
+def _latency(bounds: list[float], buckets: list[int], total: float) -> dict[str, Any]:
+    count = sum(buckets)
+    p50 = quantile(0.5, bounds, buckets) if count else None
+    p99 = quantile(0.99, bounds, buckets) if count else None
+    return {
+        "samples": count,
+        "avg": round(total / count, 6) if count else None,
+        "p50": round(p50, 6) if p50 is not None else None,
+        "p99": round(p99, 6) if p99 is not None else None,
+    }

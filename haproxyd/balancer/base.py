@@ -1,0 +1,106 @@
+"""The balancer interface: what the data plane asks, what it reports back.
+
+`select(ctx)` is the only required method. The hooks are optional notifications (all
+no-ops here) modelled on HAProxy's `lb_ops`: algorithms that keep an index over the
+backends (a heap, a ring, a lookup table) update it in `rebuild`, which the pool calls
+when membership, state or weights change, never per request.
+
+Every algorithm lives in its own module and registers itself here by its config name
+(`balancer.algorithm`); `create()` builds one from the pool's `balancer:` section.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from haproxyd.balancer.state import BackendState
+
+if TYPE_CHECKING:
+    from haproxyd.balancer.state import Backend
+
+
+class RequestContext(Protocol):
+    """What an algorithm may read about the request being balanced.
+
+    The data plane's exchange object implements it; tests may use any object with
+    these attributes.
+    """
+
+    client_ip: str  # the socket peer's address
+    url: bytes  # request target as received: path and query
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of header `name` (lower-case), or None."""
+        ...
+
+
+class Balancer:
+    """Base class of every algorithm. Subclasses set `name` and implement `select`.
+
+    All methods run on the event-loop thread of the process that owns the pool: `select`,
+    `on_start` and `on_finish` per request (the data plane, through `Pool`), `rebuild`
+    on every change of the pool's selectable set (through `Pool.refresh`).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.backends: tuple[Backend, ...] = ()
+
+    def rebuild(self, backends: tuple[Backend, ...]) -> None:
+        """The selectable set changed (membership, state, weight). Default: remember it."""
+        self.backends = usable(backends)
+
+    def select(self, ctx: RequestContext) -> Backend | None:
+        """The backend for this request, or None when no backend is available (503)."""
+        raise NotImplementedError
+
+    def on_start(self, backend: Backend) -> None:
+        """A request to `backend` started (its `active` is already incremented)."""
+
+    def on_finish(self, backend: Backend) -> None:
+        """A request to `backend` ended (its `active`, `ewma` already updated)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Statistics of the lookup structure for the admin API (e.g. ring size)."""
+        return {"algorithm": self.name, "backends": len(self.backends)}
+
+
+def usable(backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
+    """The backends an algorithm may ever choose: UP with a positive effective weight.
+
+    The pool's snapshot already holds only those under the default rule; this is the
+    safety net for custom active filters (failover), applied at rebuild, not per request.
+    """
+    if all(b.state == BackendState.UP and b.effective_weight > 0 for b in backends):
+        return tuple(backends)
+    return tuple(b for b in backends if b.state == BackendState.UP and b.effective_weight > 0)
+
+
+REGISTRY: dict[str, type[Balancer]] = {}
+
+B = TypeVar("B", bound=type[Balancer])
+
+
+def register(cls: B) -> B:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def create(algorithm: str, **options: Any) -> Balancer:
+    """A new balancer for the config name `algorithm`.
+
+    `options` are the pool's `balancer:` settings (hash_key, virtual_nodes,
+    balance_factor, choices, hash_query, trusted_proxies, slow_start; None means the
+    default) plus, for tests, `clock` and `rng`. Each algorithm ignores those it does not
+    use. Raises ValueError on an unknown algorithm or an invalid option value.
+    """
+    # Import the algorithm modules so that they register themselves.
+    import haproxyd.balancer.algorithms  # noqa: F401
+
+    try:
+        cls = REGISTRY[algorithm]
+    except KeyError:
+        raise ValueError(f"unknown balancing algorithm {algorithm!r}") from None
+    return cls(**options)

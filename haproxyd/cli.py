@@ -1,0 +1,146 @@
+"""Command line: `haproxyd [run] -c FILE`, `check`, `version`, `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from haproxyd import __version__
+
+log = logging.getLogger("haproxyd")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    import uvloop
+
+    return uvloop.new_event_loop()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from haproxyd.config import ConfigError, load_config
+
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        print(f"configuration has {len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    print("configuration OK")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from haproxyd.config import ConfigError, load_config
+    from haproxyd.daemon import Daemon, StartupError
+
+    _setup_logging(args.log_level)
+    path = Path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"haproxyd: {issue}", file=sys.stderr)
+        print("haproxyd: invalid configuration, not starting", file=sys.stderr)
+        return 2
+    pid_file = Path(args.pid_file) if getattr(args, "pid_file", None) else None
+    daemon = Daemon(config, config_path=path, pid_file=pid_file)
+    with asyncio.Runner(loop_factory=_event_loop) as runner:
+        try:
+            return runner.run(daemon.run())
+        except StartupError as exc:
+            print(f"haproxyd: {exc}", file=sys.stderr)
+            return 3
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Send SIGHUP and report the outcome synchronously (HAProxy's master CLI does),
+    reading it from the daemon's admin API."""
+    from haproxyd.reload_client import reload_daemon
+
+    return reload_daemon(config_path=args.config, pid_file=args.pid_file, timeout=args.timeout)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from haproxyd.worker import worker_main
+
+    _setup_logging(args.log_level)
+    with asyncio.Runner(loop_factory=_event_loop) as runner:
+        return runner.run(worker_main(args.fd, args.slot))
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"haproxyd {__version__}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from haproxyd.demo import run_demo
+
+    _setup_logging(args.log_level)
+    with asyncio.Runner(loop_factory=_event_loop) as runner:
+        return runner.run(run_demo(port=args.port, duration=args.duration))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="haproxyd", description="L7 HTTP/1.1 reverse proxy and load balancer"
+    )
+    parser.add_argument("-c", "--config", help="configuration file (YAML)")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument("-p", "--pid-file", help="write the daemon's pid here (removed at exit)")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the daemon in the foreground (the default)")
+    run.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    run.add_argument("--log-level", default="info")
+    run.add_argument("-p", "--pid-file", help="write the daemon's pid here (removed at exit)")
+    reload = sub.add_parser("reload", help="reload a running daemon and report the outcome")
+    reload.add_argument("-c", "--config", required=True, help="the daemon's configuration file")
+    reload.add_argument("-p", "--pid-file", help="the daemon's pid file (else asked on admin)")
+    reload.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    worker = sub.add_parser("_worker")  # started by the master, not by hand
+    worker.add_argument("--fd", type=int, required=True)
+    worker.add_argument("--slot", type=int, required=True)
+    check = sub.add_parser("check", help="validate a configuration file and exit")
+    check.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    sub.add_parser("version", help="print the version")
+    demo = sub.add_parser("demo", help="start three local backends and balance across them")
+    demo.add_argument("--port", type=int, default=8080, help="proxy port (0 = any free port)")
+    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0 = never)")
+    demo.add_argument("--log-level", default="warning")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    if command == "run" and not args.config:
+        parser.error("the following arguments are required: -c/--config")
+    handlers = {
+        "run": cmd_run,
+        "check": cmd_check,
+        "version": cmd_version,
+        "demo": cmd_demo,
+        "reload": cmd_reload,
+        "_worker": cmd_worker,
+    }
+    try:
+        return handlers[command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,974 @@
+"""The health-probe scheduler: one probe session per (backend, check), rise/fall, events.
+
+Modelled on HAProxy's `src/check.c` (per-server `check->health` counter between 0 and
+rise+fall-1, `inter`/`fastinter`/`downinter`, `spread-checks`) and Envoy's
+`health_checker_base_impl.h` (one `ActiveHealthCheckSession` per host, interval jitter,
+a callback only when a host's health changes). Cost per probe: O(checks of that
+backend) to recompute the backend's verdict; a transition also costs the pool's O(n)
+snapshot rebuild (`Pool.refresh`).
+
+Health verdict and admin state are kept apart. Each session has a status (`checking`,
+`up`, `down`); a backend's verdict is `down` if any of its checks is down or passive
+detection ejected it, else `checking` if any check has not passed yet, else `up`. The
+scheduler owns the CHECKING/UP/DOWN values of `Backend.state` and writes them only
+through `Pool.set_state`; DRAINING and MAINT are operator decisions that it never
+overrides:
+
+* MAINT backends are not probed. Their sessions fall back to `checking`, because a
+  verdict from before the maintenance means nothing after it; when the operator ends
+  the maintenance they are probed at once, and the backend takes traffic after the
+  first pass.
+* DRAINING backends are probed and their sessions' verdicts change as usual (visible in
+  `statuses()` and events), but the state stays DRAINING. To end a drain, the admin API
+  sets `verdict(pool, id)`, not UP blindly.
+* An agent check's `drain`/`maint` puts the backend in that state and remembers that
+  the agent did; the agent's `ready` undoes only what the agent did (an operator's
+  drain or maint outranks the agent). While the agent holds a backend in MAINT, the
+  agent check alone keeps running, so that it can say `ready`.
+
+A backend with no checks and no passive ejection is UP. On a config reload (`update`)
+sessions whose check probes the same thing on the same backend address keep their
+status, counters and history (timing fields may change); a new check on a backend that
+is already UP starts as `up`, so adding a check never drops traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import random
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from haproxyd.balancer.state import Backend, BackendState, Pool
+from haproxyd.health.base import (
+    NODE_ONLY_TYPES,
+    NODE_TYPES,
+    Check,
+    CheckResult,
+    create_check,
+    probe_key,
+)
+from haproxyd.health.passive import PassiveDetector
+
+log = logging.getLogger("haproxyd.health")
+
+CHECKING, UP, DOWN = "checking", "up", "down"
+AGENT_TYPE = "system_metrics"
+DEFAULT_CONCURRENCY = 512
+EVENT_LOG_SIZE = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A change of health: a check's status, a passive ejection, an agent's request.
+
+    `check` is the check type, or "passive" for outlier detection. `old`/`new` are
+    session statuses (checking/up/down), "ejected"/"up" for passive events, or backend
+    states for an agent's drain/maint/ready. `state` is the backend's state after the
+    event (None for node checks, where `node` is True, `pool` is "" and `backend` is
+    the node id). `time` is wall-clock seconds since the epoch.
+    """
+
+    time: float
+    pool: str
+    backend: str
+    check: str
+    old: str
+    new: str
+    reason: str
+    latency: float
+    state: str | None = None
+    name: str = ""
+    node: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckStatus:
+    """A snapshot of one probe session, for the admin API and the status page."""
+
+    pool: str
+    backend: str
+    address: str
+    type: str
+    name: str
+    status: str  # checking | up | down
+    state: str | None  # the backend's state (None for node checks)
+    last_ok: bool | None
+    last_reason: str
+    last_latency: float
+    last_check: float | None  # wall clock
+    last_change: float  # wall clock
+    consecutive_passes: int
+    consecutive_fails: int
+    checks_total: int
+    failures_total: int
+    paused: bool
+    interval: float
+    node: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """The node's own health: False when any node check is down."""
+
+    healthy: bool
+    reasons: tuple[str, ...]
+    checks: tuple[CheckStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "reasons": list(self.reasons),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timing:
+    """The timing fields of a check config, read once per (re)configuration."""
+
+    interval: float
+    timeout: float
+    rise: int
+    fall: int
+    down_interval: float | None
+    fast_interval: float | None
+    jitter: float
+    init_state: str
+
+    @classmethod
+    def of(cls, config: Any) -> Timing:
+        def get(name: str, default: Any) -> Any:
+            value = getattr(config, name, default)
+            return default if value is None else value
+
+        return cls(
+            interval=float(get("interval", 5.0)),
+            timeout=float(get("timeout", 1.0)),
+            rise=max(1, int(get("rise", 2))),
+            fall=max(1, int(get("fall", 3))),
+            down_interval=getattr(config, "down_interval", None),
+            fast_interval=getattr(config, "fast_interval", None),
+            jitter=float(get("jitter", 0.1)),
+            init_state=str(get("init_state", CHECKING)),
+        )
+
+
+class _Target:
+    """One backend of one pool, with its sessions and what the agent decided."""
+
+    __slots__ = ("address", "agent_admin", "backend", "pool", "pool_name", "sessions")
+
+    def __init__(self, pool_name: str, pool: Pool, backend: Backend) -> None:
+        self.pool_name = pool_name
+        self.pool = pool
+        self.backend = backend
+        self.address = backend.address
+        self.sessions: list[_Session] = []
+        self.agent_admin: BackendState | None = None  # DRAINING/MAINT set by the agent
+
+
+class _Session:
+    """The probe loop state of one (backend, check), or of one node check."""
+
+    __slots__ = (
+        "check",
+        "checks_total",
+        "config",
+        "fails",
+        "failures_total",
+        "key",
+        "last_change",
+        "last_check",
+        "last_latency",
+        "last_ok",
+        "last_reason",
+        "passes",
+        "paused",
+        "status",
+        "target",
+        "task",
+        "timing",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        key: tuple,
+        target: _Target | None,
+        check: Check,
+        config: Any,
+        status: str,
+        now: float,
+    ) -> None:
+        self.key = key
+        self.target = target
+        self.check = check
+        self.config = config
+        self.timing = Timing.of(config)
+        self.status = status
+        self.passes = 0
+        self.fails = 0
+        self.last_ok: bool | None = None
+        self.last_reason = "not checked yet"
+        self.last_latency = 0.0
+        self.last_check: float | None = None
+        self.last_change = now
+        self.checks_total = 0
+        self.failures_total = 0
+        self.paused = False
+        self.task: asyncio.Task | None = None
+        self.waiter: asyncio.Future | None = None
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class HealthScheduler:
+    """Runs every health check of every pool, and the node checks, in one event loop.
+
+    All methods are called on the event loop thread of the process that owns the pools
+    (the daemon's main process: one prober per node, not per worker). `report` is the
+    data plane's hot-path call; everything else is for the daemon, the failover machine
+    and the admin API.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str = "node",
+        max_concurrency: int = DEFAULT_CONCURRENCY,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.max_concurrency = max_concurrency
+        self._clock = clock
+        self._wall = wall_clock
+        self._rng = rng if rng is not None else random.Random()
+        self._subscribers: list[Callable[[HealthEvent], Any]] = []
+        self._pools: dict[str, Pool] = {}
+        self._pool_checks: dict[str, list[tuple[str, Any, Check]]] = {}
+        self._checks: dict[tuple[str, str], Check] = {}
+        self._targets: dict[tuple[str, str], _Target] = {}
+        self._sessions: dict[tuple, _Session] = {}
+        self._node_sessions: dict[str, _Session] = {}
+        self._detectors: dict[str, PassiveDetector] = {}
+        self._listened: weakref.WeakSet[Pool] = weakref.WeakSet()
+        self._paused: set[_Session] = set()
+        self._background: set[asyncio.Task] = set()
+        self._events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
+        self._sem: asyncio.Semaphore | None = None
+        self._passive_task: asyncio.Task | None = None
+        self._passive_waiter: asyncio.Future | None = None
+        self._running = False
+        self._syncing = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def apply_config(self, pools: Mapping[str, Pool], config: Any) -> None:
+        """`update` from a root `Config`: its pools' checks and its node checks."""
+        self.update(pools, config.pools, getattr(config, "node_checks", ()))
+
+    def update(
+        self,
+        pools: Mapping[str, Pool],
+        configs: Mapping[str, Any],
+        node_checks: Sequence[Any] | None = None,
+    ) -> None:
+        """Install the checks of `configs` (pool name -> an object with `health_checks`
+        and `passive`, e.g. a `PoolConfig`) on the live `pools`, and the node checks
+        (None keeps the current ones). Usable before `start` and on every reload.
+
+        Unchanged (pool, backend, address, check) sessions keep their state; the rest
+        start fresh. Raises ValueError (and changes nothing) when a check cannot be
+        built. Sets every backend's state from its verdict before returning, so call it
+        before the listeners accept traffic.
+        """
+        # Build every new check first: a bad one must leave the running set untouched.
+        pool_checks: dict[str, list[tuple[str, Any, Check]]] = {}
+        checks: dict[tuple[str, str], Check] = {}
+        for pool_name, pool_config in configs.items():
+            if pool_name not in pools:
+                continue
+            entries: list[tuple[str, Any, Check]] = []
+            for config in getattr(pool_config, "health_checks", None) or ():
+                if config.type in NODE_ONLY_TYPES:
+                    raise ValueError(
+                        f"pools.{pool_name}: {config.type} is a node check, "
+                        "put it under node_checks"
+                    )
+                key = probe_key(config)
+                if any(key == k for k, _, _ in entries):
+                    continue  # the same check twice probes the same thing once
+                check = self._checks.get((pool_name, key)) or _build_check(
+                    config, f"pools.{pool_name}.health_checks"
+                )
+                checks[(pool_name, key)] = check
+                entries.append((key, config, check))
+            pool_checks[pool_name] = entries
+        node_entries: list[tuple[str, Any, Check]] | None = None
+        if node_checks is not None:
+            node_entries = []
+            for config in node_checks:
+                if config.type not in NODE_TYPES:
+                    raise ValueError(f"node_checks: {config.type} cannot check the node")
+                key = probe_key(config)
+                if any(key == k for k, _, _ in node_entries):
+                    continue
+                check = self._checks.get(("", key)) or _build_check(config, "node_checks")
+                checks[("", key)] = check
+                node_entries.append((key, config, check))
+        elif self._node_sessions:
+            for key, session in self._node_sessions.items():
+                checks[("", key)] = session.check
+
+        # Nothing below can fail. Swap in the new sets, then retire what is left over.
+        old_sessions = self._sessions
+        old_node_sessions = self._node_sessions
+        old_checks = self._checks
+        self._syncing = True
+        try:
+            self._pools = {name: pools[name] for name in pool_checks}
+            self._pool_checks = pool_checks
+            self._checks = checks
+            targets: dict[tuple[str, str], _Target] = {}
+            sessions: dict[tuple, _Session] = {}
+            for pool_name, entries in pool_checks.items():
+                pool = self._pools[pool_name]
+                self._listen(pool)
+                for backend in pool.backends.values():
+                    target = self._build_target(pool_name, pool, backend, entries, old_sessions)
+                    targets[(pool_name, backend.id)] = target
+                    for session in target.sessions:
+                        sessions[session.key] = session
+                self._update_detector(pool_name, pool, configs[pool_name])
+            for pool_name in list(self._detectors):
+                if pool_name not in pool_checks:
+                    del self._detectors[pool_name]
+            self._targets = targets
+            self._sessions = sessions
+            if node_entries is not None:
+                self._node_sessions = {}
+                for key, config, check in node_entries:
+                    session = old_node_sessions.get(key)
+                    if session is None:
+                        status = UP if Timing.of(config).init_state == UP else CHECKING
+                        session = _Session(
+                            ("", self.node_id, "", key), None, check, config, status, self._wall()
+                        )
+                    else:
+                        session.config = config
+                        session.timing = Timing.of(config)
+                    self._node_sessions[key] = session
+            for target in targets.values():
+                self._reconcile(target)
+        finally:
+            self._syncing = False
+
+        retired = [s for k, s in old_sessions.items() if sessions.get(k) is not s]
+        retired += [s for k, s in old_node_sessions.items() if self._node_sessions.get(k) is not s]
+        dropped = [c for k, c in old_checks.items() if checks.get(k) is not c]
+        self._retire(retired, dropped)
+        if self._running:
+            for session in self._all_sessions():
+                self._spawn(session)
+
+    async def start(self) -> None:
+        """Start probing (after `update`). Each session's first probe is spread over
+        its first interval, so that a thousand backends are not probed in one burst."""
+        if self._running:
+            return
+        self._running = True
+        self._sem = asyncio.Semaphore(self.max_concurrency)
+        for session in self._all_sessions():
+            self._spawn(session)
+        self._passive_task = asyncio.create_task(self._passive_loop(), name="health-passive")
+
+    async def stop(self) -> None:
+        """Stop every probe, wait for them to end, release client sessions. Backend
+        states stay as they are."""
+        self._running = False
+        tasks = [s.task for s in self._all_sessions() if s.task is not None]
+        if self._passive_task is not None:
+            tasks.append(self._passive_task)
+            self._passive_task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for session in self._all_sessions():
+            session.task = None
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        for check in self._checks.values():
+            await _close_check(check)
+
+    # -- subscribers and queries -------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[HealthEvent], Any]) -> Callable[[], None]:
+        """`callback(event)` on every transition, on the loop; it may return an
+        awaitable, which is run as a task. Returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def statuses(self, pool: str | None = None, backend: str | None = None) -> list[CheckStatus]:
+        """Every probe session (pool checks, then node checks), optionally filtered."""
+        result = []
+        for session in self._sessions.values():
+            target = session.target
+            if pool is not None and target.pool_name != pool:
+                continue
+            if backend is not None and target.backend.id != backend:
+                continue
+            result.append(self._snapshot(session))
+        if pool is None and backend is None:
+            result.extend(self._snapshot(s) for s in self._node_sessions.values())
+        return result
+
+    def verdict(self, pool: str, backend_id: str) -> BackendState:
+        """The state the backend's health calls for (CHECKING, UP or DOWN), whatever its
+        admin state: the admin API sets this when an operator ends a drain or a
+        maintenance."""
+        target = self._targets.get((pool, backend_id))
+        if target is None:
+            return BackendState.UP
+        return self._verdict(target)
+
+    def backend_health(self, pool: str, backend_id: str) -> dict[str, Any]:
+        """The admin API's `health` of one backend: verdict, ejection, check summary."""
+        detector = self._detectors.get(pool)
+        passive = detector.snapshot().get(backend_id) if detector is not None else None
+        return {
+            "verdict": str(self.verdict(pool, backend_id)),
+            "ejected": bool(detector is not None and detector.is_ejected(backend_id)),
+            "passive": passive,
+            "checks": [
+                {"type": s.type, "name": s.name, "status": s.status, "reason": s.last_reason}
+                for s in self.statuses(pool, backend_id)
+            ],
+        }
+
+    def node_status(self) -> NodeHealth:
+        checks = tuple(self._snapshot(s) for s in self._node_sessions.values())
+        reasons = tuple(f"{c.name}: {c.last_reason}" for c in checks if c.status == DOWN)
+        return NodeHealth(healthy=not reasons, reasons=reasons, checks=checks)
+
+    @property
+    def node_healthy(self) -> bool:
+        """False while any node check is down (a `checking` node check counts as
+        healthy: the node does not shed traffic before it knows)."""
+        return not any(s.status == DOWN for s in self._node_sessions.values())
+
+    def events(self, limit: int | None = None) -> list[HealthEvent]:
+        """The most recent events, newest first."""
+        items = list(reversed(self._events))
+        return items[:limit] if limit is not None else items
+
+    def detector(self, pool: str) -> PassiveDetector | None:
+        return self._detectors.get(pool)
+
+    # -- the data plane's call ---------------------------------------------------------
+
+    def report(self, backend: Backend, ok: bool, status: int | None = None) -> None:
+        """A live request to `backend` ended (passive detection). `ok` False on a
+        transport error or timeout; `status` the HTTP status when there was one."""
+        detector = self._detectors.get(backend.pool_name)
+        if detector is not None:
+            detector.report(backend, ok, status)
+
+    # -- scheduling math (pure; tests call them) ------------------------------------------
+
+    def base_interval(self, session: _Session) -> float:
+        """HAProxy's rule: `down_interval` when fully down, `fast_interval` while going
+        up or down (and while checking), `interval` when fully up."""
+        timing = session.timing
+        if session.status == UP and session.fails == 0:
+            return timing.interval
+        if session.status == DOWN and session.passes == 0:
+            return timing.down_interval or timing.interval
+        return timing.fast_interval or timing.interval
+
+    def next_delay(self, session: _Session) -> float:
+        base = self.base_interval(session)
+        jitter = session.timing.jitter
+        return base * (1.0 + self._rng.uniform(-jitter, jitter)) if jitter else base
+
+    def first_delay(self, session: _Session) -> float:
+        return self._rng.uniform(0.0, self.base_interval(session))
+
+    # -- probe loop --------------------------------------------------------------------
+
+    def _spawn(self, session: _Session) -> None:
+        if session.task is None or session.task.done():
+            session.task = asyncio.create_task(self._run(session))
+
+    async def _run(self, session: _Session) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.first_delay(session)
+        while True:
+            if delay > 0:
+                session.waiter = loop.create_future()
+                handle = loop.call_later(delay, _resolve, session.waiter)
+                try:
+                    await session.waiter
+                finally:
+                    handle.cancel()
+                    session.waiter = None
+            started = self._clock()
+            if self._must_pause(session):
+                self._pause(session)
+                delay = session.timing.interval
+                continue
+            if session.paused:
+                session.paused = False
+                self._paused.discard(session)
+            result = await self._probe(session)
+            try:
+                self._record(session, result)
+            except Exception:
+                # A failing pool listener must not end this backend's probing for good.
+                log.exception("recording a health result for %s failed", session.key[:2])
+            delay = max(0.0, self.next_delay(session) - (self._clock() - started))
+
+    async def _probe(self, session: _Session) -> CheckResult:
+        backend = session.target.backend if session.target is not None else None
+        timeout = session.timing.timeout
+        assert self._sem is not None
+        async with self._sem:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    return await session.check.probe(backend)
+            except TimeoutError:
+                return CheckResult(False, f"timeout after {timeout:g}s", timeout)
+            except Exception as exc:
+                log.exception("health check %s failed unexpectedly", session.check.describe())
+                return CheckResult(
+                    False,
+                    f"check error: {type(exc).__name__}: {exc}",
+                    time.perf_counter() - started,
+                )
+
+    def _must_pause(self, session: _Session) -> bool:
+        target = session.target
+        if target is None or target.backend.state != BackendState.MAINT:
+            return False
+        # The agent that put the backend in maintenance must stay able to end it.
+        return not (target.agent_admin == BackendState.MAINT and session.check.type == AGENT_TYPE)
+
+    def _pause(self, session: _Session) -> None:
+        if session.paused:
+            return
+        session.paused = True
+        self._paused.add(session)
+        session.passes = session.fails = 0
+        if session.status != CHECKING:
+            old, session.status = session.status, CHECKING
+            session.last_change = self._wall()
+            self._emit_session(session, old, "paused: backend in maintenance", 0.0)
+
+    def _record(self, session: _Session, result: CheckResult) -> None:
+        """Count one probe result; transition, reconcile, emit. Called on the loop."""
+        timing = session.timing
+        session.checks_total += 1
+        session.last_ok = result.ok
+        session.last_reason = result.reason
+        session.last_latency = result.latency
+        session.last_check = self._wall()
+        if result.ok:
+            session.passes += 1
+            session.fails = 0
+        else:
+            session.fails += 1
+            session.passes = 0
+            session.failures_total += 1
+        old = session.status
+        new = old
+        if old == CHECKING:
+            new = UP if result.ok else DOWN
+        elif old == UP and session.fails >= timing.fall:
+            new = DOWN
+        elif old == DOWN and session.passes >= timing.rise:
+            new = UP
+        target = session.target
+        if target is not None and session.check.type == AGENT_TYPE:
+            self._apply_agent(target, session, result)
+        if new != old:
+            session.status = new
+            session.last_change = session.last_check
+        if target is not None:
+            self._reconcile(target)
+        if new != old:
+            self._emit_session(session, old, result.reason, result.latency)
+
+    def _apply_agent(self, target: _Target, session: _Session, result: CheckResult) -> None:
+        """An agent's weight and admin requests (HAProxy agent-check semantics)."""
+        backend, pool = target.backend, target.pool
+        if result.weight_percent is not None and backend.id in pool.backends:
+            weight = backend.weight * result.weight_percent // 100
+            if result.weight_percent > 0 and backend.weight > 0:
+                weight = max(1, weight)
+            if weight != backend.effective_weight:
+                log.info(
+                    "%s/%s: agent sets weight %d (%d%%)",
+                    target.pool_name,
+                    backend.id,
+                    weight,
+                    result.weight_percent,
+                )
+                pool.set_weight(backend.id, weight, effective_only=True)
+        if target.agent_admin is not None and backend.state != target.agent_admin:
+            target.agent_admin = None  # an operator changed the state since: theirs now
+        request = result.admin_state
+        if request is None or backend.id not in pool.backends:
+            return
+        old = backend.state
+        if request == "drain" and old not in (BackendState.DRAINING, BackendState.MAINT):
+            target.agent_admin = BackendState.DRAINING
+            pool.set_state(backend.id, BackendState.DRAINING)
+        elif request == "maint" and old != BackendState.MAINT:
+            if old == BackendState.DRAINING and target.agent_admin is None:
+                return  # the operator's drain stands; the agent cannot override it
+            target.agent_admin = BackendState.MAINT
+            pool.set_state(backend.id, BackendState.MAINT)
+        elif request == "ready" and target.agent_admin is not None:
+            target.agent_admin = None
+            pool.set_state(backend.id, self._verdict(target))
+        else:
+            return
+        self._emit(
+            HealthEvent(
+                time=self._wall(),
+                pool=target.pool_name,
+                backend=backend.id,
+                check=AGENT_TYPE,
+                old=str(old),
+                new=str(backend.state),
+                reason=f"agent requested {request}",
+                latency=result.latency,
+                state=str(backend.state),
+                name=session.check.describe(),
+            )
+        )
+        if backend.state != BackendState.MAINT:
+            self._wake_paused(target.pool_name)
+
+    # -- verdicts and backend state ----------------------------------------------------
+
+    def _verdict(self, target: _Target) -> BackendState:
+        detector = self._detectors.get(target.pool_name)
+        if detector is not None and detector.is_ejected(target.backend.id):
+            return BackendState.DOWN
+        verdict = BackendState.UP
+        for session in target.sessions:
+            if session.status == DOWN:
+                return BackendState.DOWN
+            if session.status == CHECKING:
+                verdict = BackendState.CHECKING
+        return verdict
+
+    def _reconcile(self, target: _Target) -> None:
+        """Make the backend's state follow its verdict unless an admin state holds it."""
+        backend = target.backend
+        if backend.state in (BackendState.DRAINING, BackendState.MAINT):
+            return
+        if backend.id not in target.pool.backends:
+            return
+        verdict = self._verdict(target)
+        if backend.state != verdict:
+            target.pool.set_state(backend.id, verdict)
+
+    # -- membership ----------------------------------------------------------------------
+
+    def _build_target(
+        self,
+        pool_name: str,
+        pool: Pool,
+        backend: Backend,
+        entries: list[tuple[str, Any, Check]],
+        old_sessions: Mapping[tuple, _Session],
+    ) -> _Target:
+        old = self._targets.get((pool_name, backend.id))
+        if old is not None and old.address == backend.address:
+            was_up = self._verdict(old) == BackendState.UP and (
+                old.sessions or old.backend.state == BackendState.UP
+            )
+            target = old
+            target.pool, target.backend = pool, backend
+        else:
+            was_up = False
+            target = _Target(pool_name, pool, backend)
+        sessions = []
+        for key, config, check in entries:
+            skey = (pool_name, backend.id, backend.address, key)
+            session = old_sessions.get(skey)
+            if session is not None:
+                session.config, session.check, session.target = config, check, target
+                session.timing = Timing.of(config)
+            else:
+                timing = Timing.of(config)
+                status = UP if was_up or timing.init_state == UP else CHECKING
+                session = _Session(skey, target, check, config, status, self._wall())
+            sessions.append(session)
+        target.sessions = sessions
+        return target
+
+    def _listen(self, pool: Pool) -> None:
+        if pool in self._listened:
+            return
+        self._listened.add(pool)
+        pool.add_listener(self._on_pool_refresh)
+
+    def _on_pool_refresh(self, pool: Pool) -> None:
+        """Pool listener: backends added or removed at run time (admin API) get or lose
+        their sessions; sessions paused for maintenance resume when it ends."""
+        # While syncing, the refreshes are our own `set_state` calls: membership is
+        # being rebuilt from the pools already.
+        if self._syncing or self._pools.get(pool.name) is not pool:
+            return
+        known = {bid for (pname, bid) in self._targets if pname == pool.name}
+        if pool.backends.keys() != known:
+            self._sync_pool(pool.name, pool)
+        self._wake_paused(pool.name)
+
+    def _sync_pool(self, pool_name: str, pool: Pool) -> None:
+        entries = self._pool_checks.get(pool_name, [])
+        removed = [
+            t
+            for (pname, bid), t in self._targets.items()
+            if pname == pool_name and bid not in pool.backends
+        ]
+        added: list[_Target] = []
+        self._syncing = True
+        try:
+            for target in removed:
+                del self._targets[(pool_name, target.backend.id)]
+                for session in target.sessions:
+                    self._sessions.pop(session.key, None)
+            for backend in list(pool.backends.values()):
+                if (pool_name, backend.id) not in self._targets:
+                    target = self._build_target(pool_name, pool, backend, entries, {})
+                    self._targets[(pool_name, backend.id)] = target
+                    for session in target.sessions:
+                        self._sessions[session.key] = session
+                    added.append(target)
+            detector = self._detectors.get(pool_name)
+            if detector is not None:
+                detector.prune(set(pool.backends))
+            for target in added:
+                self._reconcile(target)
+        finally:
+            self._syncing = False
+        self._retire([s for t in removed for s in t.sessions], [])
+        if self._running:
+            for target in added:
+                for session in target.sessions:
+                    self._spawn(session)
+
+    def _wake_paused(self, pool_name: str) -> None:
+        for session in list(self._paused):
+            target = session.target
+            if (
+                target is not None
+                and target.pool_name == pool_name
+                and not self._must_pause(session)
+            ):
+                session.wake()
+
+    def _retire(self, sessions: Iterable[_Session], checks: Iterable[Check]) -> None:
+        tasks = []
+        for session in sessions:
+            self._paused.discard(session)
+            if session.task is not None:
+                session.task.cancel()
+                tasks.append(session.task)
+                session.task = None
+        checks = list(checks)
+        if not tasks and not checks:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not started: nothing runs, and no client session was opened
+
+        async def finish() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for check in checks:
+                await _close_check(check)
+
+        task = loop.create_task(finish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _all_sessions(self) -> list[_Session]:
+        return [*self._sessions.values(), *self._node_sessions.values()]
+
+    # -- passive detection -------------------------------------------------------------
+
+    def _update_detector(self, pool_name: str, pool: Pool, pool_config: Any) -> None:
+        passive = getattr(pool_config, "passive", None)
+        if passive is None:
+            self._detectors.pop(pool_name, None)
+            return
+        detector = self._detectors.get(pool_name)
+        if detector is None:
+            detector = PassiveDetector(
+                pool,
+                passive,
+                clock=self._clock,
+                on_change=lambda bid, ejected, reason, duration, p=pool_name: self._on_passive(
+                    p, bid, ejected, reason
+                ),
+            )
+            self._detectors[pool_name] = detector
+        else:
+            detector.pool = pool
+            detector.update(passive)
+        detector.prune(set(pool.backends))
+
+    def _on_passive(self, pool_name: str, backend_id: str, ejected: bool, reason: str) -> None:
+        target = self._targets.get((pool_name, backend_id))
+        if target is not None:
+            self._reconcile(target)
+        state = target.backend.state if target is not None else None
+        self._emit(
+            HealthEvent(
+                time=self._wall(),
+                pool=pool_name,
+                backend=backend_id,
+                check="passive",
+                old=UP if ejected else "ejected",
+                new="ejected" if ejected else UP,
+                reason=reason,
+                latency=0.0,
+                state=str(state) if state else None,
+                name="passive",
+            )
+        )
+        if ejected and self._passive_waiter is not None and not self._passive_waiter.done():
+            self._passive_waiter.set_result(None)  # a new, maybe earlier, deadline
+
+    def tick_passive(self) -> float | None:
+        """Re-admit every backend whose ejection is over; seconds until the next ends."""
+        delays = [d for det in list(self._detectors.values()) if (d := det.tick()) is not None]
+        return min(delays) if delays else None
+
+    async def _passive_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self.tick_passive()
+            self._passive_waiter = loop.create_future()
+            handle = None
+            if delay is not None:
+                handle = loop.call_later(delay, _resolve, self._passive_waiter)
+            try:
+                await self._passive_waiter
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                self._passive_waiter = None
+
+    # -- events ------------------------------------------------------------------------
+
+    def _snapshot(self, session: _Session) -> CheckStatus:
+        target = session.target
+        return CheckStatus(
+            pool=target.pool_name if target else "",
+            backend=target.backend.id if target else self.node_id,
+            address=target.backend.address if target else "",
+            type=session.check.type,
+            name=session.check.describe(),
+            status=session.status,
+            state=str(target.backend.state) if target else None,
+            last_ok=session.last_ok,
+            last_reason=session.last_reason,
+            last_latency=session.last_latency,
+            last_check=session.last_check,
+            last_change=session.last_change,
+            consecutive_passes=session.passes,
+            consecutive_fails=session.fails,
+            checks_total=session.checks_total,
+            failures_total=session.failures_total,
+            paused=session.paused,
+            interval=self.base_interval(session),
+            node=target is None,
+        )
+
+    def _emit_session(self, session: _Session, old: str, reason: str, latency: float) -> None:
+        target = session.target
+        event = HealthEvent(
+            time=self._wall(),
+            pool=target.pool_name if target else "",
+            backend=target.backend.id if target else self.node_id,
+            check=session.check.type,
+            old=old,
+            new=session.status,
+            reason=reason,
+            latency=latency,
+            state=str(target.backend.state) if target else None,
+            name=session.check.describe(),
+            node=target is None,
+        )
+        level = logging.WARNING if session.status == DOWN else logging.INFO
+        log.log(
+            level,
+            "health %s/%s %s: %s -> %s (%s)",
+            event.pool or "node",
+            event.backend,
+            event.name,
+            old,
+            session.status,
+            reason,
+        )
+        self._emit(event)
+
+    def _emit(self, event: HealthEvent) -> None:
+        self._events.append(event)
+        for callback in list(self._subscribers):
+            try:
+                outcome = callback(event)
+                if inspect.isawaitable(outcome):
+                    task = asyncio.ensure_future(outcome)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:
+                log.exception("health event subscriber %r failed", callback)
+
+
+def _build_check(config: Any, where: str) -> Check:
+    try:
+        return create_check(config)
+    except Exception as exc:
+        raise ValueError(f"{where}: {getattr(config, 'type', '?')}: {exc}") from exc
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _close_check(check: Check) -> None:
+    try:
+        await check.close()
+    except Exception:
+        log.exception("closing health check %s failed", check.describe())

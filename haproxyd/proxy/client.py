@@ -1,0 +1,975 @@
+"""The client side: one `ClientProtocol` per accepted connection, one `Exchange` per request.
+
+Flow of a request (all callbacks on the event loop; a task only to open a new backend
+connection):
+
+1. httptools parses the client's bytes and calls `on_*`; a new `Exchange` collects the
+   request line and headers. It is *dispatched only after `feed_data` returned without
+   error*, so a request that is malformed anywhere in the bytes received so far (a bad
+   chunk size right after the headers, say) never reaches a backend.
+2. The exchange at the head of the queue asks the pool's balancer for a backend, takes a
+   pooled keep-alive connection or opens one, and sends the rewritten head, then streams
+   the body as it arrives (re-framed by the proxy, never copied raw).
+3. The backend's response streams back through `on_response_*`; back-pressure pauses
+   reading on the side whose peer cannot keep up.
+4. When the response is complete the backend connection returns to its pool (if it can
+   be reused) and the next pipelined request, if any, starts. Responses therefore leave
+   in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from haproxyd.proxy.errors import error_response
+from haproxyd.proxy.headers import (
+    BadRequest,
+    RequestHeaders,
+    build_request_head,
+    filter_response_headers,
+)
+from haproxyd.proxy.upstream import (
+    PAUSE_PIPELINE,
+    PAUSE_UPSTREAM_FULL,
+    PAUSE_WAITING,
+    UpstreamConnection,
+    UpstreamPool,
+)
+
+if TYPE_CHECKING:
+    from haproxyd.balancer.state import Backend
+    from haproxyd.proxy.runtime import PoolRuntime, ProxyRuntime
+
+log = logging.getLogger("haproxyd.proxy")
+
+# Timeout kinds of a client connection (one deadline at a time, checked by the sweeper).
+T_IDLE = 0  # between requests (keep-alive)
+T_HEADER = 1  # a request's headers are arriving
+T_RESPONSE = 2  # waiting on, or streaming, a backend's response
+T_TUNNEL = 3  # upgraded connection
+T_QUEUE = 4  # waiting for a backend slot
+
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNK_END = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+
+
+class Exchange:
+    """One request and its response. Implements the balancer's `RequestContext`."""
+
+    __slots__ = (
+        "attempts",
+        "backend",
+        "body_buffer",
+        "body_bytes",
+        "bytes_out",
+        "chunked_in",
+        "chunked_out",
+        "client",
+        "client_ip",
+        "close_after",
+        "conn",
+        "connect_time",
+        "continue_sent",
+        "counted",
+        "dispatched",
+        "expect_continue",
+        "head",
+        "header_time",
+        "headers",
+        "http10",
+        "is_head",
+        "keep_alive",
+        "method",
+        "out",
+        "pool",
+        "queued",
+        "read_to_close",
+        "ready",
+        "replay",
+        "replay_bytes",
+        "request_complete",
+        "request_id",
+        "response_started",
+        "retrying",
+        "reused",
+        "start",
+        "status",
+        "termination",
+        "trailers",
+        "tunnel_buffer",
+        "upgrade",
+        "upstream",
+        "upstream_paused",
+        "url",
+    )
+
+    def __init__(self, client: ClientProtocol) -> None:
+        self.client = client
+        self.client_ip = client.peer_ip
+        self.url = b""
+        self.method = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.head = b""  # rewritten request head for the backend
+        self.ready = False  # headers parsed and validated
+        self.dispatched = False
+        self.request_complete = False
+        self.keep_alive = True
+        self.http10 = False
+        self.is_head = False
+        self.upgrade = False
+        self.expect_continue = False
+        self.continue_sent = False
+        self.chunked_in = False
+        self.chunked_out = False
+        self.read_to_close = False
+        self.close_after = False
+        self.body_buffer: list[bytes] | None = None  # body received before a backend is attached
+        self.body_bytes = 0
+        self.bytes_out = 0
+        # Response bytes for the client, written in one `writelines` per backend read
+        # (or at the end of the exchange): one syscall where a naive proxy makes two.
+        self.out: list[bytes] = []
+        self.tunnel_buffer: list[bytes] | None = None
+        self.pool: PoolRuntime | None = None
+        self.backend: Backend | None = None
+        self.counted = False  # `pool.on_start(backend)` called, `on_finish` not yet
+        self.upstream: UpstreamPool | None = None
+        self.conn: UpstreamConnection | None = None
+        self.upstream_paused = False
+        self.request_id = b""
+        self.response_started = False
+        self.reused = False
+        self.queued = False  # waiting for a free backend slot (max_connections)
+        # What was sent of the body, kept so that an idempotent request can be resent
+        # to another backend; None once it outgrew `retries.buffer_bytes`.
+        self.replay: list[bytes] | None = None
+        self.replay_bytes = 0
+        self.retrying = False  # this attempt counts against the pool's retry budget
+        self.attempts = 0
+        self.status = 0
+        self.start = 0.0
+        self.connect_time = -1.0
+        self.header_time = -1.0
+        self.termination = ""
+
+    # -- RequestContext --
+
+    def header(self, name: bytes) -> bytes | None:
+        for hname, value in self.headers:
+            if hname.lower() == name:
+                return value
+        return None
+
+    # -- request side --
+
+    def dispatch(self) -> None:
+        """Choose a backend and send the request (head of the client's queue only)."""
+        self.dispatched = True
+        client = self.client
+        runtime = client.runtime
+        self.start = start = runtime.loop.time()
+        client.timeout_kind = T_RESPONSE
+        client.deadline = start + runtime.cfg.timeouts.response
+        pool = self.pool
+        if pool is None:
+            self.fail(404, "no route for this request", "no_route")
+            return
+        if runtime.shedding:
+            self.fail(503, "node unhealthy", "shed")
+            return
+        backend = pool.pool.select(self)
+        if backend is None:
+            if pool.config.queue_timeout > 0 and pool.pool.selectable and pool.enqueue(self):
+                # Every candidate is at its max_connections: wait for a slot (HAProxy's
+                # server queue) until queue_timeout, then 503.
+                self.queued = True
+                client.timeout_kind = T_QUEUE
+                client.deadline = self.start + pool.config.queue_timeout
+                return
+            self.fail(503, "no backend available", "no_backend")
+            return
+        self._use(backend)
+
+    def dequeue(self) -> bool:
+        """A backend slot freed up: try again. False if still nothing is free."""
+        pool = self.pool
+        assert pool is not None
+        backend = pool.pool.select(self)
+        if backend is None:
+            return False
+        self.queued = False
+        self.client.set_deadline(T_RESPONSE)
+        self._use(backend)
+        return True
+
+    def _use(self, backend: Backend) -> None:
+        pool = self.pool
+        assert pool is not None
+        self.backend = backend
+        self.attempts += 1
+        upstream = pool.upstreams[backend.id]
+        self.upstream = upstream
+        pool.pool.on_start(backend)
+        pool.active += 1
+        self.counted = True
+        conn = upstream.acquire_idle()
+        if conn is not None:
+            self.reused = True
+            self.connect_time = 0.0
+            self._attach(conn)
+        else:
+            self.reused = False
+            self.client.runtime.loop.create_task(self._connect(upstream))
+
+    async def _connect(self, upstream: UpstreamPool) -> None:
+        runtime = self.client.runtime
+        begin = runtime.loop.time()
+        try:
+            async with asyncio.timeout(runtime.cfg.timeouts.connect):
+                conn = await upstream.connect()
+        except TimeoutError:
+            self._connect_failed(504, "backend connect timeout", "connect_timeout")
+            return
+        except OSError as exc:
+            self._connect_failed(
+                502, f"backend connect failed: {exc.strerror or exc}", "connect_error"
+            )
+            return
+        if self.client.closed or not self.counted:
+            # The exchange ended (client gone, timeout) while we were connecting.
+            upstream.release(conn, runtime.loop.time())
+            return
+        self.connect_time = runtime.loop.time() - begin
+        self._attach(conn)
+
+    def _connect_failed(self, status: int, reason: str, termination: str) -> None:
+        """Nothing was sent: another backend may take the request (any method)."""
+        if not self.counted:
+            return  # the exchange already ended
+        backend = self.backend
+        pool = self.pool
+        assert backend is not None and pool is not None
+        self._finish_backend(ok=False)
+        if self.client.closed:
+            return
+        if not self._retry(backend, reason):
+            self.fail(status, reason, termination)
+
+    def _retry(self, failed: Backend, reason: str, *, sent: bool = False) -> bool:
+        """Try the request again, on another backend if there is one (redispatch);
+        on the same one after min(connect timeout, 1 s) otherwise. `sent`: the request
+        reached the failed backend, so only idempotent requests whose body is still
+        held for replay may go again. Bounded by `retries.attempts` and the pool's
+        retry budget. Returns False when no retry happens."""
+        pool = self.pool
+        assert pool is not None
+        if self.attempts > pool.config.retries.attempts or self.response_started:
+            return False
+        if sent and self.replay is None:
+            return False
+        if not pool.retry_allowed():
+            pool.retries_refused += 1
+            return False
+        choice = pool.pool.select(self)
+        if choice is failed and len(pool.pool.selectable) > 1:
+            choice = pool.pool.select(self)  # prefer another backend
+        if choice is None:
+            return False
+        if log.isEnabledFor(logging.INFO):
+            log.info("retry %s -> %s: %s", failed.id, choice.id, reason)
+        pool.retries_active += 1
+        pool.retries_total += 1
+        self.retrying = True
+        self.reused = False
+        if sent:
+            self.body_buffer = list(self.replay) if self.replay else None
+        self.client.set_deadline(T_RESPONSE)
+        if choice is failed:
+            delay = min(self.client.runtime.cfg.timeouts.connect, 1.0)
+            self.client.runtime.loop.call_later(delay, self._retry_same, choice)
+        else:
+            self._use(choice)
+        return True
+
+    def _retry_same(self, backend: Backend) -> None:
+        if not self.client.closed and not self.status and not self.counted:
+            self._use(backend)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        client = self.client
+        self.conn = conn
+        conn.send(self, self.head)
+        transport = conn.transport
+        assert transport is not None
+        if self.body_buffer:
+            transport.writelines(self.body_buffer)
+            self.body_buffer = None
+        client.resume_reading_for(PAUSE_WAITING)
+        if self.request_complete:
+            if self.chunked_in:
+                transport.write(self._trailer_block(self.trailers))
+        elif self.expect_continue and not self.continue_sent:
+            self.continue_sent = True
+            client.transport.write(_CONTINUE)
+        if self.tunnel_buffer:
+            transport.writelines(self.tunnel_buffer)
+            self.tunnel_buffer = None
+
+    @staticmethod
+    def _trailer_block(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
+        """The last chunk of a chunked body, with its trailers."""
+        if not trailers:
+            return _CHUNK_END
+        parts = [b"0\r\n"]
+        for name, value in trailers:
+            parts += (name, b": ", value, _CRLF)
+        parts.append(_CRLF)
+        return b"".join(parts)
+
+    def on_request_body(self, body: bytes) -> None:
+        conn = self.conn
+        replay = self.replay
+        if replay is not None:
+            self.replay_bytes += len(body)
+            if self.replay_bytes > self.pool.config.retries.buffer_bytes:  # type: ignore[union-attr]
+                self.replay = None  # streamed past the buffer: never resent
+            else:
+                replay.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked_in else body)
+        if self.chunked_in:
+            frame = (b"%x\r\n" % len(body), body, _CRLF)
+            if conn is not None:
+                conn.transport.writelines(frame)  # type: ignore[union-attr]
+                self.client.touch()  # a slow upload is activity, not a stalled backend
+                return
+            data = b"".join(frame)
+        else:
+            if conn is not None:
+                conn.transport.write(body)  # type: ignore[union-attr]
+                self.client.touch()
+                return
+            data = body
+        if self.body_buffer is None:
+            self.body_buffer = [data]
+        else:
+            self.body_buffer.append(data)
+        # Hold further reads until a backend takes what is buffered (bounded memory).
+        self.client.pause_reading_for(PAUSE_WAITING)
+
+    def on_request_complete(self) -> None:
+        self.request_complete = True
+        conn = self.conn
+        if conn is not None and self.chunked_in:
+            conn.transport.write(self._trailer_block(self.trailers))  # type: ignore[union-attr]
+
+    # -- response side (called by UpstreamConnection) --
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        client = self.client
+        runtime = client.runtime
+        if status in _RETRY_STATUSES and self.replay is not None and self.conn is not None:
+            # Resend to another backend before a byte of this answer reaches the client.
+            backend = self.backend
+            conn = self.conn
+            assert backend is not None
+            if self.attempts <= self.pool.config.retries.attempts and self.pool.retry_allowed():  # type: ignore[union-attr]
+                self.conn = None
+                conn.close()
+                self.status = status
+                self._finish_backend(ok=True)  # passive detection sees the 5xx
+                self.status = 0
+                if self._retry(backend, f"backend answered {status}", sent=True):
+                    return
+                self.status = status
+                self.fail(status, f"backend answered {status}", "bad_status")
+                return
+        self.status = status
+        self.header_time = runtime.loop.time() - self.start
+        self.response_started = True
+        upgrade = status == 101 and self.upgrade
+        kept, content_length, chunked = filter_response_headers(headers, keep_upgrade=upgrade)
+        parts = [b"HTTP/1.1 %d " % status, reason, _CRLF]
+        for name, value in kept:
+            parts += (name, b": ", value, _CRLF)
+        if upgrade:
+            parts.append(b"Connection: upgrade\r\n")
+        else:
+            if self.upgrade:
+                self.close_after = True  # the client may already be sending upgraded bytes
+            no_body = self.is_head or status == 204 or status == 304
+            if content_length is not None:
+                parts += (b"Content-Length: ", content_length, _CRLF)
+            elif not no_body:
+                self.read_to_close = not chunked
+                if self.http10:
+                    self.close_after = True  # HTTP/1.0 client: the body ends when we close
+                else:
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+                    self.chunked_out = True
+            if runtime.draining:
+                self.close_after = True
+            if self.close_after or not self.keep_alive:
+                parts.append(b"Connection: close\r\n")
+            elif self.http10:
+                parts.append(b"Connection: keep-alive\r\n")
+        parts += (b"X-Request-ID: ", self.request_id, b"\r\n\r\n")
+        self.out = [b"".join(parts)]  # one buffer: the kernel copies one iovec, not 25
+        if self.is_head:
+            conn = self.conn
+            assert conn is not None
+            keep_alive = conn.keep_alive()
+            conn.finish_head_response()
+            self._complete(conn, keep_alive, None)
+
+    def on_response_body(self, body: bytes) -> None:
+        self.bytes_out += len(body)
+        if self.chunked_out:
+            if body:
+                self.out += (b"%x\r\n" % len(body), body, _CRLF)
+        else:
+            self.out.append(body)
+
+    def flush(self) -> None:
+        """Write what the response has produced so far (the upstream calls this after
+        each read; the exchange's end calls it too)."""
+        out = self.out
+        if out:
+            self.out = []
+            if not self.client.closed:
+                self.client.transport.writelines(out)
+
+    def on_response_complete(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        conn = self.conn
+        if conn is not None:
+            self._complete(conn, conn.keep_alive(), trailers)
+
+    def _complete(
+        self,
+        conn: UpstreamConnection,
+        keep_alive: bool,
+        trailers: list[tuple[bytes, bytes]] | None,
+    ) -> None:
+        client = self.client
+        self.conn = None
+        if self.chunked_out:
+            self.out.append(self._trailer_block(trailers))
+        self.flush()
+        upstream = self.upstream
+        assert upstream is not None
+        if self.request_complete and keep_alive and not conn.closed:
+            if self.upstream_paused and conn.transport is not None:
+                conn.transport.resume_reading()
+            upstream.release(conn, client.runtime.loop.time())
+        else:
+            # The backend answered before the request body was sent whole: the rest of
+            # the body would be taken for a new request, so neither side is reusable.
+            conn.close()
+            if not self.request_complete:
+                self.close_after = True
+        self.termination = "ok"
+        self._finish_backend(ok=True)
+        client.exchange_done(self)
+
+    def on_upstream_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None:
+        """The backend answered 101: both connections become a raw byte tunnel."""
+        self.conn = None
+        conn.exchange = None
+        self.flush()  # the 101 head
+        self.termination = "upgraded"
+        self._finish_backend(ok=True)
+        self.client.start_tunnel(conn, self, rest)
+
+    def on_upstream_failed(self, conn: UpstreamConnection, reason: str, detail: str) -> None:
+        if log.isEnabledFor(logging.WARNING):
+            log.warning(
+                "backend %s: %s (%s)", self.backend.id if self.backend else "?", reason, detail
+            )
+        self.fail(502, "invalid response from backend", "bad_response")
+
+    def on_upstream_lost(self, conn: UpstreamConnection, got_bytes: bool) -> None:
+        """The backend closed while this exchange was on it."""
+        self.conn = None
+        if self.response_started and self.read_to_close:
+            # A response without length ends when the backend closes: that is success.
+            if self.chunked_out:
+                self.out.append(_CHUNK_END)
+            self.flush()
+            self.termination = "ok"
+            self._finish_backend(ok=True)
+            self.client.exchange_done(self)
+            return
+        if not got_bytes and self.reused and self.body_bytes == 0 and not self.upgrade:
+            # A pooled connection the backend had already closed: nothing was processed,
+            # so resend on a new connection (what nginx and HAProxy do for keep-alive).
+            backend = self.backend
+            assert backend is not None
+            self._finish_backend(ok=True)
+            self._use(backend)
+            return
+        backend = self.backend
+        self._finish_backend(ok=False)
+        if not got_bytes and backend is not None and not self.upgrade and (
+            self._retry(backend, "backend closed the connection", sent=True)
+        ):
+            return
+        self.fail(502, "backend closed the connection", "upstream_closed")
+
+    # -- endings --
+
+    def _finish_backend(self, *, ok: bool) -> None:
+        """One attempt on `self.backend` ended; `ok` False on a transport failure."""
+        if self.counted:
+            self.counted = False
+            pool = self.pool
+            backend = self.backend
+            assert pool is not None and backend is not None
+            runtime = self.client.runtime
+            pool.pool.on_finish(backend, runtime.loop.time() - self.start, ok)
+            pool.active -= 1
+            if self.retrying:
+                self.retrying = False
+                pool.retries_active -= 1
+            report = runtime.passive_report
+            if report is not None:
+                report(backend, ok, self.status if ok else None)
+            if pool.waiters:
+                pool.wake_waiters()
+
+    def fail(self, status: int, reason: str, termination: str) -> None:
+        """End the exchange with the proxy's own error (or a cut if the response began)."""
+        client = self.client
+        self.termination = termination
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.close()
+        self._finish_backend(ok=False)
+        if self.response_started:
+            # Headers already went out: the only honest signal left is to cut the
+            # connection (the client sees a truncated body, not a spliced error).
+            client.abort()
+            client.exchange_done(self)
+            return
+        self.status = status
+        if not self.request_complete:
+            self.close_after = True
+        if not client.closed:
+            client.transport.write(
+                error_response(
+                    status, self.request_id, reason, close=self.close_after or not self.keep_alive
+                )
+            )
+        client.exchange_done(self)
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection: parses requests, queues them, writes responses in order."""
+
+    def __init__(self, runtime: ProxyRuntime, *, tls: bool) -> None:
+        self.runtime = runtime
+        self.proto = b"https" if tls else b"http"
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = ""
+        self.peer_ip_bytes = b""
+        self.closed = False
+        self.queue: deque[Exchange] = deque()
+        self.current: Exchange | None = None  # the exchange being parsed
+        self.deadline = 0.0
+        self.timeout_kind = T_HEADER
+        self._paused = 0
+        self._header_bytes = 0  # request line and headers parsed so far
+        self._head_raw = 0  # bytes received while a request's head was incomplete
+        self._tunnel: asyncio.Transport | None = None
+        self._eof = False  # the client half-closed
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        runtime = self.runtime
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        if self.peer_ip.startswith("::ffff:"):
+            self.peer_ip = self.peer_ip[7:]
+        self.peer_ip_bytes = self.peer_ip.encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(runtime.connections) >= runtime.connection_limit:
+            transport.write(
+                error_response(503, runtime.next_request_id(), "too many connections", close=True)
+            )
+            transport.close()
+            self.closed = True
+            return
+        runtime.connections.add(self)
+        self.deadline = runtime.loop.time() + runtime.cfg.timeouts.client_header
+        self.timeout_kind = T_HEADER
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.write(data)
+            self.touch()
+            return
+        current = self.current
+        if current is not None and current.upgrade and current.ready:
+            # Bytes after an upgrade request, before the backend said 101.
+            if current.tunnel_buffer is None:
+                current.tunnel_buffer = []
+            current.tunnel_buffer.append(data)
+            self.pause_reading_for(PAUSE_WAITING)
+            return
+        partial_head = current is not None and not current.ready
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade_request(data, exc)
+        except httptools.HttpParserError as exc:
+            # httptools wraps what a callback raised; its own status wins (413, 431...).
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self._reject(cause.status, cause.reason)
+            else:
+                self._reject(400, str(exc) or "malformed request")
+            return
+        # Dispatch what this data made ready, now that all of it parsed cleanly.
+        queue = self.queue
+        if queue:
+            head = queue[0]
+            if not head.dispatched:
+                head.dispatch()
+        current = self.current
+        if current is not None and not current.ready:
+            # httptools buffers a header line until its end: bound what a peer can make
+            # it hold (one read's worth of slack past the limit).
+            if partial_head:
+                self._head_raw += len(data)
+                if self._head_raw > self.runtime.cfg.limits.max_header_bytes:
+                    self._reject(431, "request header fields too large")
+                    return
+            if self.timeout_kind == T_IDLE:
+                self.set_deadline(T_HEADER)
+
+    def _on_upgrade_request(self, data: bytes, exc: httptools.HttpParserUpgrade) -> None:
+        current = self.queue[-1] if self.queue else None
+        if current is None or not current.ready:
+            self._reject(400, "malformed upgrade request")
+            return
+        if current.method == b"CONNECT":
+            self._reject(405, "CONNECT is not supported")
+            return
+        offset = exc.args[0] if exc.args else len(data)
+        rest = data[offset:]
+        current.upgrade = True
+        self.current = current  # keeps buffering raw bytes until the backend answers
+        if rest:
+            current.tunnel_buffer = [rest]
+        if self.queue[0] is current and not current.dispatched:
+            current.dispatch()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed. Requests it sent are still answered (it may be
+        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`); then we close."""
+        if self._tunnel is not None:
+            if self._tunnel.can_write_eof():
+                self._tunnel.write_eof()
+                return True
+            return None
+        if self.queue and self.proto == b"http":  # TLS cannot stay half-open
+            self._eof = True
+            if self.current is not None and not self.current.ready:
+                self.current = None  # a partial request can never complete now
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        runtime = self.runtime
+        runtime.connections.discard(self)
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
+        for exchange in self.queue:
+            if exchange.queued and exchange.pool is not None:
+                exchange.pool.dequeue_waiter(exchange)
+                exchange.queued = False
+            conn = exchange.conn
+            if conn is not None:
+                # The client left mid-exchange: the backend connection is in an unknown
+                # state, so it is closed, not pooled.
+                exchange.conn = None
+                conn.close()
+            if exchange.counted:
+                exchange.termination = "client_closed"
+                exchange._finish_backend(ok=True)
+                self.runtime.log_exchange(exchange)
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        if self.queue:
+            head = self.queue[0]
+            conn = head.conn
+            if conn is not None and conn.transport is not None:
+                head.upstream_paused = True
+                conn.transport.pause_reading()
+        elif self._tunnel is not None:
+            self._tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.touch()
+        if self.queue:
+            head = self.queue[0]
+            conn = head.conn
+            if conn is not None and conn.transport is not None and head.upstream_paused:
+                head.upstream_paused = False
+                conn.transport.resume_reading()
+        elif self._tunnel is not None:
+            self._tunnel.resume_reading()
+
+    # -- httptools request callbacks --
+
+    def on_message_begin(self) -> None:
+        self.current = Exchange(self)
+        self._header_bytes = 0
+        self._head_raw = 0
+
+    def on_url(self, url: bytes) -> None:
+        exchange = self.current
+        assert exchange is not None
+        exchange.url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.runtime.cfg.limits.max_header_bytes:
+            raise BadRequest(431, "request header fields too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        exchange = self.current
+        assert exchange is not None
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.runtime.cfg.limits.max_header_bytes:
+            raise BadRequest(431, "request header fields too large")
+        if exchange.ready:
+            if exchange.trailers is None:
+                exchange.trailers = []
+            exchange.trailers.append((name, value))
+        else:
+            exchange.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.current
+        assert exchange is not None
+        runtime = self.runtime
+        parser = self.parser
+        version = parser.get_http_version()
+        if version[0] != "1":
+            if version == "0.9":  # llhttp's reading of a request line with no version
+                raise BadRequest(400, "missing HTTP version")
+            raise BadRequest(505, "HTTP version not supported")
+        exchange.http10 = version == "1.0"
+        exchange.method = method = parser.get_method()
+        exchange.is_head = method == b"HEAD"
+        exchange.keep_alive = parser.should_keep_alive() and not runtime.draining
+        upgrade = parser.should_upgrade()
+        parsed = RequestHeaders(exchange.headers)
+        if parsed.host is None and not exchange.http10:
+            raise BadRequest(400, "missing Host header")
+        exchange.expect_continue = parsed.expect_continue and not exchange.http10
+        limits = runtime.cfg.limits
+        if parsed.content_length is not None:
+            length = int(parsed.content_length)
+            if limits.max_body_bytes and length > limits.max_body_bytes:
+                raise BadRequest(413, "request body too large")
+            framing = b"Content-Length: " + parsed.content_length + _CRLF
+        elif parsed.chunked and not upgrade:
+            exchange.chunked_in = True
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b""  # no body (llhttp reads none without a length or chunked)
+        if method in _IDEMPOTENT:
+            exchange.replay = []
+        exchange.request_id = parsed.xrid or runtime.next_request_id()
+        host = parsed.host
+        exchange.pool = pool = runtime.route(host, exchange.url)
+        exchange.head = build_request_head(
+            method,
+            exchange.url,
+            parsed,
+            client_ip=self.peer_ip_bytes,
+            proto=self.proto,
+            request_id=exchange.request_id,
+            framing=framing,
+            default_host=pool.default_host if pool is not None else b"localhost",
+            upgrade=upgrade,
+        )
+        exchange.ready = True
+        self.queue.append(exchange)
+        if len(self.queue) > 1:
+            # Pipelined: the response to an earlier request is still in flight.
+            self.pause_reading_for(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.current
+        assert exchange is not None
+        exchange.body_bytes += len(body)
+        max_body = self.runtime.cfg.limits.max_body_bytes
+        if max_body and exchange.body_bytes > max_body:
+            raise BadRequest(413, "request body too large")
+        exchange.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.current
+        assert exchange is not None
+        self.current = None
+        exchange.on_request_complete()
+
+    # -- flow control and timers --
+
+    def pause_reading_for(self, reason: int) -> None:
+        if not self._paused and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading_for(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.closed:
+                self.transport.resume_reading()
+
+    def touch(self) -> None:
+        """Activity on an exchange in flight or a tunnel: push its inactivity deadline."""
+        kind = self.timeout_kind
+        if kind == T_RESPONSE:
+            self.deadline = self.runtime.loop.time() + self.runtime.cfg.timeouts.response
+        elif kind == T_TUNNEL:
+            self.deadline = self.runtime.loop.time() + self.runtime.cfg.timeouts.idle
+
+    def set_deadline(self, kind: int) -> None:
+        timeouts = self.runtime.cfg.timeouts
+        if kind == T_RESPONSE:
+            seconds = timeouts.response
+        elif kind == T_HEADER:
+            seconds = timeouts.client_header
+        else:
+            seconds = timeouts.idle
+        self.timeout_kind = kind
+        self.deadline = self.runtime.loop.time() + seconds
+
+    def on_timeout(self) -> None:
+        """The sweeper found this connection past its deadline."""
+        kind = self.timeout_kind
+        if kind == T_QUEUE and self.queue and self.queue[0].queued:
+            head = self.queue[0]
+            if head.pool is not None:
+                head.pool.dequeue_waiter(head)
+            head.queued = False
+            head.fail(503, "no backend slot free within queue_timeout", "queue_timeout")
+            return
+        if kind == T_RESPONSE and self.queue:
+            head = self.queue[0]
+            if head.conn is not None or head.backend is not None:
+                head.fail(504, "backend response timeout", "response_timeout")
+                return
+        if kind == T_HEADER and self.current is not None and self._header_bytes:
+            self._reject(408, "request header timeout")
+            return
+        self.close()
+
+    # -- exchange lifecycle --
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
+        self.runtime.log_exchange(exchange)
+        if self.closed:
+            return
+        if exchange.close_after or not exchange.keep_alive or (self._eof and not queue):
+            self.close()
+            return
+        self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
+        if queue:
+            if len(queue) == 1:
+                self.resume_reading_for(PAUSE_PIPELINE)
+            queue[0].dispatch()
+            return
+        self.resume_reading_for(PAUSE_PIPELINE)
+        if self.current is not None:
+            self.set_deadline(T_HEADER)
+        else:
+            self.set_deadline(T_IDLE)
+            if self.runtime.draining:
+                self.close()
+
+    def start_tunnel(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
+        self.runtime.log_exchange(exchange)
+        transport = conn.transport
+        assert transport is not None
+        self._tunnel = transport
+        conn.tunnel = self.transport
+        self.timeout_kind = T_TUNNEL
+        self.touch()
+        if exchange.tunnel_buffer:
+            transport.writelines(exchange.tunnel_buffer)
+            exchange.tunnel_buffer = None
+        if rest:
+            self.transport.write(rest)
+        self.current = None
+        self._paused = 0
+        self.transport.resume_reading()
+
+    def _reject(self, status: int, reason: str) -> None:
+        """A malformed request: answer, close, and make sure none of it reaches a backend."""
+        if log.isEnabledFor(logging.INFO):
+            log.info("rejected request from %s: %d %s", self.peer_ip, status, reason)
+        for exchange in self.queue:
+            if exchange.conn is not None:
+                # Already streaming to a backend (a bad chunk later in the body): cut the
+                # backend connection so it never sees a complete, reinterpreted request.
+                conn = exchange.conn
+                exchange.conn = None
+                conn.close()
+                exchange._finish_backend(ok=False)
+        if not self.closed:
+            started = any(e.response_started for e in self.queue)
+            if started:
+                self.abort()
+                return
+            request_id = (
+                self.current.request_id
+                if self.current and self.current.request_id
+                else (self.runtime.next_request_id())
+            )
+            self.transport.write(error_response(status, request_id, reason, close=True))
+            self.runtime.count_rejected(status)
+        self.queue.clear()
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.runtime.connections.discard(self)
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.runtime.connections.discard(self)
+            self.transport.abort()
+
+    def idle(self) -> bool:
+        """No request in flight or being received (safe to close on shutdown)."""
+        return not self.queue and self.current is None and self._tunnel is None

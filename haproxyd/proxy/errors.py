@@ -1,0 +1,23 @@
+"""The proxy's own error responses (SPEC §3): right status, X-Request-ID, short body."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+def error_response(status: int, request_id: bytes, reason: str = "", *, close: bool) -> bytes:
+    """A complete HTTP/1.1 error response. `reason` is a short, safe explanation."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body = f"{status} {phrase}: {reason}\n" if reason else f"{status} {phrase}\n"
+    body_bytes = body.encode("ascii", "replace")
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body_bytes)}\r\n"
+        "Cache-Control: no-store\r\n"
+        f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n"
+    ).encode("ascii")
+    return b"".join((head, b"X-Request-ID: ", request_id, b"\r\n\r\n", body_bytes))

@@ -1,0 +1,173 @@
+"""Proxy listeners: one asyncio server per `listeners:` entry, TLS when configured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from haproxyd.proxy.client import ClientProtocol
+
+if TYPE_CHECKING:
+    from haproxyd.config.schema import ListenerConfig
+    from haproxyd.proxy.runtime import ProxyRuntime
+
+BACKLOG = 4096
+
+
+def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+ListenerKey = tuple[str, int, str | None]
+
+
+def listener_key(listener: ListenerConfig) -> ListenerKey:
+    """What identifies a listener across reloads: its address (the socket is kept) and
+    its TLS material, with the files' modification times, so that renewed certificates
+    at the same paths are served by the next connection after a reload."""
+    tls = listener.tls
+    material = None
+    if tls is not None:
+        stamps = []
+        for path in (tls.cert, tls.key):
+            try:
+                stamps.append(f"{path}@{os.stat(path).st_mtime_ns}")
+            except OSError:
+                stamps.append(str(path))
+        material = "|".join(stamps)
+    return (listener.address.host, listener.address.port, material)
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class ListenerSockets:
+    """The node's listening sockets, owned by the daemon (the master when there are
+    workers), one per listener address and worker slot, all with SO_REUSEPORT.
+
+    Data-plane servers never own these: they serve a duplicate descriptor. So a server
+    can be closed and another started on the same address (new TLS material, a new
+    worker replacing a dead one) while the kernel keeps the accept queue: no connection
+    waiting in the backlog is lost.
+    """
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, int], list[socket.socket]] = {}
+
+    def sync(self, listeners: list[ListenerConfig], slots: int) -> list[socket.socket]:
+        """Bind what is new, trim or extend the slots of each address; returns the
+        sockets that are no longer wanted (close them once no worker serves them).
+        Raises OSError, changing nothing, when an address cannot be bound."""
+        wanted = [(item.address.host, item.address.port) for item in listeners]
+        created: dict[tuple[str, int], list[socket.socket]] = {}
+        try:
+            for address in wanted:
+                have = self.slots.get(address, [])
+                if not have and address[1] != 0:
+                    # A plain bind first: SO_REUSEPORT would otherwise let a second
+                    # haproxyd share a port that is "busy" (SPEC: exit on a busy port).
+                    _bind(*address, reuse_port=False).close()
+                fresh = []
+                for _ in range(max(0, slots - len(have))):
+                    # Port 0 takes the port the first slot got, so every slot agrees.
+                    port = (
+                        have[0].getsockname()[1]
+                        if have
+                        else (fresh[0].getsockname()[1] if fresh else address[1])
+                    )
+                    sock = _bind(address[0], port, reuse_port=True)
+                    sock.listen(BACKLOG)
+                    sock.setblocking(False)
+                    fresh.append(sock)
+                created[address] = fresh
+        except BaseException:
+            for socks in created.values():
+                for sock in socks:
+                    sock.close()
+            raise
+        removed: list[socket.socket] = []
+        slots_now: dict[tuple[str, int], list[socket.socket]] = {}
+        for address in wanted:
+            socks = self.slots.get(address, []) + created[address]
+            removed += socks[slots:]
+            slots_now[address] = socks[:slots]
+        for address, socks in self.slots.items():
+            if address not in slots_now:
+                removed += socks
+        self.slots = slots_now
+        return removed
+
+    def for_slot(self, listeners: list[ListenerConfig], slot: int) -> list[socket.socket]:
+        """The socket of each listener (in order) for worker `slot`."""
+        return [self.slots[(i.address.host, i.address.port)][slot] for i in listeners]
+
+    def close(self) -> None:
+        for socks in self.slots.values():
+            for sock in socks:
+                sock.close()
+        self.slots = {}
+
+
+async def start_listener(
+    runtime: ProxyRuntime, listener: ListenerConfig, sock: socket.socket
+) -> asyncio.Server:
+    """Serve `listener` on `sock`, which the server then owns (pass a duplicate)."""
+    loop = asyncio.get_running_loop()
+    context = tls_context(listener.tls.cert, listener.tls.key) if listener.tls else None
+    is_tls = context is not None
+    return await loop.create_server(
+        lambda: ClientProtocol(runtime, tls=is_tls), sock=sock, ssl=context, backlog=BACKLOG
+    )
+
+
+async def sync_servers(
+    runtime: ProxyRuntime,
+    servers: dict[ListenerKey, asyncio.Server],
+    listeners: list[ListenerConfig],
+    sockets: list[socket.socket],
+) -> None:
+    """Serve `listeners` (their sockets in `sockets`, same order, owned by this call):
+    start what is new, then close servers no longer wanted. A listener whose key did not
+    change keeps its server (and the offered socket is closed)."""
+    wanted = {
+        listener_key(item): (item, sock) for item, sock in zip(listeners, sockets, strict=True)
+    }
+    opened: dict[ListenerKey, asyncio.Server] = {}
+    try:
+        for key, (item, sock) in wanted.items():
+            if key in servers:
+                sock.close()
+            else:
+                opened[key] = await start_listener(runtime, item, sock)
+    except BaseException:
+        for server in opened.values():
+            server.close()
+        for key, (_, sock) in wanted.items():
+            if key not in servers and key not in opened:
+                sock.close()
+        raise
+    for key in list(servers):
+        if key not in wanted:
+            servers.pop(key).close()
+    servers.update(opened)

@@ -1,0 +1,460 @@
+"""What the data plane of one process shares: config, pools, routes, connections, timers.
+
+`ProxyRuntime.apply(config)` builds or updates everything from a validated config; a
+reload calls it again and it keeps the `Backend` objects (live state, counters) and the
+keep-alive connections of backends whose id and address did not change. Connections read
+`runtime.cfg` per request, so a reload takes effect on the next request, never mid-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from haproxyd.balancer.base import create as create_balancer
+from haproxyd.balancer.state import Backend, BackendState, Pool
+from haproxyd.proxy.resolver import Resolver
+from haproxyd.proxy.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from haproxyd.config.schema import BackendConfig, Config, PoolConfig
+    from haproxyd.proxy.client import ClientProtocol, Exchange
+
+log = logging.getLogger("haproxyd.runtime")
+
+QUEUE_LIMIT = 10_000  # requests waiting for a backend slot, per pool
+
+_BALANCER_OPTIONS = (
+    "hash_key",
+    "virtual_nodes",
+    "balance_factor",
+    "choices",
+    "hash_query",
+    "trusted_proxies",
+    "slow_start",
+)
+
+
+def balancer_options(pool_config: PoolConfig) -> dict[str, Any]:
+    section = pool_config.balancer
+    return {name: getattr(section, name) for name in _BALANCER_OPTIONS if hasattr(section, name)}
+
+
+class PoolRuntime:
+    """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend."""
+
+    def __init__(self, name: str, config: PoolConfig, pool: Pool) -> None:
+        self.name = name
+        self.config = config
+        self.pool = pool
+        self.upstreams: dict[str, UpstreamPool] = {}
+        self.default_host = b"localhost"
+        self.active = 0  # requests in flight on this pool's backends (this process)
+        self.retries_active = 0  # of which retries
+        self.retries_total = 0
+        self.retries_refused = 0  # retries the budget did not allow
+        self.waiters: collections.deque[Exchange] = collections.deque()
+
+    def retry_allowed(self) -> bool:
+        """Envoy's retry budget: retries in flight stay within `budget_percent` of the
+        requests in flight, with a floor of `min_retries`, so that retries cannot
+        multiply the load on a pool that is already failing."""
+        retries = self.config.retries
+        budget = max(retries.min_retries, retries.budget_percent * self.active / 100.0)
+        return self.retries_active < budget
+
+    def enqueue(self, exchange: Exchange) -> bool:
+        if len(self.waiters) >= QUEUE_LIMIT:
+            return False
+        self.waiters.append(exchange)
+        return True
+
+    def dequeue_waiter(self, exchange: Exchange) -> None:
+        with contextlib.suppress(ValueError):  # O(queue); only on a timeout or client gone
+            self.waiters.remove(exchange)
+
+    def wake_waiters(self) -> None:
+        """A backend slot freed: hand it to the longest waiter, in arrival order."""
+        waiters = self.waiters
+        while waiters:
+            exchange = waiters[0]
+            if exchange.client.closed or not exchange.queued:
+                waiters.popleft()
+                continue
+            if not exchange.dequeue():
+                return
+            waiters.popleft()
+
+
+class ProxyRuntime:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.cfg: Config = None  # type: ignore[assignment]
+        self.pools: dict[str, PoolRuntime] = {}
+        self.connections: set[ClientProtocol] = set()
+        self.connection_limit = 0  # this process's share of limits.max_connections
+        self.worker_count = 1  # processes sharing the listeners (for the share above)
+        self.draining = False  # shutting down: no new keep-alive
+        self.shedding = False  # node unhealthy with on_unhealthy: shed
+        self.rejected: dict[int, int] = {}  # malformed requests answered, by status
+        self.resolver: Resolver | None = None
+        # Passive health detection: `(backend, ok, status)` after each backend attempt.
+        self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
+        self._routes: list[tuple[str | None, bytes, PoolRuntime]] = []
+        self._default_pool: PoolRuntime | None = None
+        # Unique per process and start: random prefix, then the pid, then a counter.
+        self._request_prefix = b"%s-%x" % (os.urandom(4).hex().encode(), os.getpid())
+        self._request_counter = 0
+        self._access_log: IO[str] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._exchange_listeners: list[Callable[[Exchange], None]] = []
+        # Attached to every pool built from now on (workers fan-out, cluster sync).
+        self.pool_listeners: list[Callable[[Pool], None]] = []
+
+    # -- configuration --
+
+    def apply(self, cfg: Config) -> None:
+        """Build or update pools, routes and settings from a validated config."""
+        old_pools = self.pools
+        pools: dict[str, PoolRuntime] = {}
+        for name, pool_cfg in cfg.pools.items():
+            previous = old_pools.get(name)
+            pools[name] = self._build_pool(name, pool_cfg, previous)
+        for name, previous in old_pools.items():
+            if name not in pools:
+                for upstream in previous.upstreams.values():
+                    upstream.close()
+        routes: list[tuple[str | None, bytes, PoolRuntime]] = []
+        for route in cfg.routes:
+            host = route.match.host.lower() if route.match.host else None
+            routes.append((host, route.match.path_prefix.encode(), pools[route.pool]))
+        self.cfg = cfg
+        self.connection_limit = -(-cfg.limits.max_connections // self.worker_count)
+        self.pools = pools
+        self._routes = routes
+        self._default_pool = next(iter(pools.values()), None)
+        self._open_access_log(cfg)
+        self._configure_resolver(cfg)
+
+    def sync_pool(self, name: str, items: list[dict[str, Any]], selectable: list[str]) -> None:
+        """Make pool `name` mirror the master's: membership, state and weights of every
+        backend, and the exact selectable set (the failover decision), in one refresh.
+        A worker process calls this for every state message from the master."""
+        pool_runtime = self.pools.get(name)
+        if pool_runtime is None:
+            return
+        pool = pool_runtime.pool
+        wanted: dict[str, Backend] = {}
+        for item in items:
+            backend = pool.backends.get(item["id"])
+            if backend is None or (backend.host, backend.port) != (item["host"], item["port"]):
+                old = pool_runtime.upstreams.pop(item["id"], None)
+                if old is not None:
+                    old.close()
+                backend = Backend(item["id"], item["host"], item["port"], pool_name=name)
+                pool_runtime.upstreams[backend.id] = self._new_upstream(pool_runtime, backend)
+            for field in _SYNCED_FIELDS:
+                setattr(backend, field, item[field])
+            state = BackendState(item["state"])
+            if backend.state != state:
+                backend.state = state
+                backend.state_since = time.monotonic()
+            wanted[backend.id] = backend
+        for gone in set(pool.backends) - set(wanted):
+            upstream = pool_runtime.upstreams.pop(gone, None)
+            if upstream is not None:
+                upstream.close()
+        pool.backends = wanted
+        order = tuple(selectable)
+        pool.set_active_filter(lambda p: tuple(p.backends[i] for i in order if i in p.backends))
+
+    def _new_upstream(self, pool_runtime: PoolRuntime, backend: Backend) -> UpstreamPool:
+        keepalive = pool_runtime.config.keepalive
+        return UpstreamPool(
+            backend,
+            max_idle=keepalive.max_idle,
+            idle_timeout=keepalive.idle_timeout,
+            max_requests=keepalive.max_requests,
+            resolver=self.resolver,
+        )
+
+    def _build_pool(self, name: str, cfg: PoolConfig, previous: PoolRuntime | None) -> PoolRuntime:
+        balancer = create_balancer(cfg.balancer.algorithm, **balancer_options(cfg))
+        old_backends = previous.pool.backends if previous else {}
+        backends: list[Backend] = []
+        for bcfg in cfg.backends:
+            backend = old_backends.get(bcfg.id)
+            host, port = bcfg.address.host, bcfg.address.port
+            if backend is not None and (backend.host, backend.port) == (host, port):
+                # Same backend: keep its live state and counters across the reload.
+                backend.weight = bcfg.weight
+                if backend.effective_weight > bcfg.weight or backend.state != BackendState.UP:
+                    backend.effective_weight = min(backend.effective_weight, bcfg.weight)
+                else:
+                    backend.effective_weight = bcfg.weight
+                backend.role = bcfg.role
+                backend.region = bcfg.region
+                backend.group = bcfg.group
+                backend.priority = bcfg.priority
+                backend.max_connections = bcfg.max_connections
+            else:
+                backend = _new_backend(bcfg)
+            backends.append(backend)
+        pool = Pool(name, balancer, backends)
+        for callback in self.pool_listeners:
+            pool.add_listener(callback)
+        runtime = PoolRuntime(name, cfg, pool)
+        keepalive = cfg.keepalive
+        old_upstreams = previous.upstreams if previous else {}
+        for backend in backends:
+            upstream = old_upstreams.get(backend.id)
+            if upstream is not None and upstream.backend is backend:
+                upstream.configure(
+                    max_idle=keepalive.max_idle,
+                    idle_timeout=keepalive.idle_timeout,
+                    max_requests=keepalive.max_requests,
+                )
+            else:
+                if upstream is not None:
+                    upstream.close()
+                upstream = self._new_upstream(runtime, backend)
+            runtime.upstreams[backend.id] = upstream
+        for backend_id, upstream in old_upstreams.items():
+            if runtime.upstreams.get(backend_id) is not upstream:
+                upstream.close()
+        if backends:
+            runtime.default_host = backends[0].address.encode()
+        return runtime
+
+    # -- runtime changes (admin API); the pool rebuilds its snapshot on each --
+
+    def add_backend(self, pool_name: str, bcfg: BackendConfig) -> Backend:
+        """Add a backend to a live pool. Raises KeyError on an unknown pool or a
+        duplicate id (in any pool)."""
+        pool = self.pools[pool_name]
+        if self.find_backend(bcfg.id) is not None:
+            raise KeyError(f"backend {bcfg.id!r} already exists")
+        backend = _new_backend(bcfg)
+        pool.upstreams[backend.id] = self._new_upstream(pool, backend)
+        pool.pool.add(backend)
+        if self.resolver is not None:
+            self.resolver.track(self.resolver.names() | {backend.host})
+        return backend
+
+    def remove_backend(self, backend_id: str) -> Backend:
+        """Remove a backend from its pool and close its idle connections. In-flight
+        requests on it finish (they hold their own references)."""
+        found = self.find_backend(backend_id)
+        if found is None:
+            raise KeyError(f"no backend {backend_id!r}")
+        pool, backend = found
+        pool.pool.remove(backend_id)
+        pool.upstreams.pop(backend_id).close()
+        return backend
+
+    def find_backend(self, backend_id: str) -> tuple[PoolRuntime, Backend] | None:
+        for pool in self.pools.values():
+            backend = pool.pool.backends.get(backend_id)
+            if backend is not None:
+                return pool, backend
+        return None
+
+    def _configure_resolver(self, cfg: Config) -> None:
+        hosts = {b.host for p in self.pools.values() for b in p.pool.backends.values()}
+        settings = cfg.resolver
+        if self.resolver is None:
+            self.resolver = Resolver(
+                interval=settings.interval,
+                timeout=settings.timeout,
+                nameservers=list(settings.nameservers),
+            )
+            for pool in self.pools.values():
+                for upstream in pool.upstreams.values():
+                    upstream.resolver = self.resolver
+        else:
+            self.resolver.interval = settings.interval
+        self.resolver.track(hosts)
+
+    def _open_access_log(self, cfg: Config) -> None:
+        settings = cfg.access_log
+        if self._access_log is not None and self._access_log is not sys.stderr:
+            self._access_log.close()
+        self._access_log = None
+        if settings.enabled:
+            if settings.path in (None, "-"):
+                self._access_log = sys.stderr
+            else:
+                self._access_log = open(settings.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    # -- per request --
+
+    def route(self, host: bytes | None, url: bytes) -> PoolRuntime | None:
+        routes = self._routes
+        if not routes:
+            return self._default_pool
+        host_name: str | None = None
+        if host is not None:
+            host_name = host.decode("latin-1").lower()
+            if host_name.startswith("["):
+                host_name = host_name[: host_name.find("]") + 1]
+            elif ":" in host_name:
+                host_name = host_name.rsplit(":", 1)[0]
+        for route_host, prefix, pool in routes:
+            if route_host is not None and route_host != host_name:
+                continue
+            if url.startswith(prefix):
+                return pool
+        return None
+
+    def next_request_id(self) -> bytes:
+        self._request_counter += 1
+        return b"%s-%08x" % (self._request_prefix, self._request_counter)
+
+    def count_rejected(self, status: int) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+
+    def add_exchange_listener(self, callback: Callable[[Exchange], None]) -> None:
+        """`callback(exchange)` after every request (metrics, passive health checks)."""
+        self._exchange_listeners.append(callback)
+
+    def log_exchange(self, exchange: Exchange) -> None:
+        for callback in self._exchange_listeners:
+            callback(exchange)
+        out = self._access_log
+        if out is not None:
+            pool = exchange.pool
+            backend = exchange.backend
+            now = self.loop.time()
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "client": exchange.client_ip,
+                "method": exchange.method.decode("latin-1"),
+                "path": exchange.url.decode("latin-1"),
+                "status": exchange.status,
+                "bytes_in": exchange.body_bytes,
+                "bytes_out": exchange.bytes_out,
+                "pool": pool.name if pool is not None else None,
+                "backend": backend.id if backend is not None else None,
+                "attempts": exchange.attempts,
+                "connect_time": round(exchange.connect_time, 6),
+                "header_time": round(exchange.header_time, 6),
+                "total_time": round(now - exchange.start, 6) if exchange.start else 0.0,
+                "request_id": exchange.request_id.decode("latin-1"),
+                "termination": exchange.termination,
+            }
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    # -- timers --
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep_forever())
+        if self.resolver is not None:
+            self.resolver.start()
+
+    async def _sweep_forever(self) -> None:
+        """One coarse timer for every connection (instead of a timer per request):
+        each tick closes what is past its deadline and expires idle backend connections."""
+        while True:
+            timeouts = self.cfg.timeouts
+            tick = max(
+                0.05, min(0.5, timeouts.client_header / 4, timeouts.response / 4, timeouts.idle / 4)
+            )
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            for conn in [c for c in self.connections if c.deadline <= now]:
+                conn.on_timeout()
+            for pool in self.pools.values():
+                for upstream in pool.upstreams.values():
+                    if upstream.idle:
+                        upstream.expire(now)
+
+    async def drain(self, servers: list[asyncio.Server], timeout: float) -> None:
+        """Staged shutdown of the data plane: stop accepting, close idle keep-alive
+        connections, let busy ones finish their exchange (answered with
+        `Connection: close`) for up to `timeout` seconds, then cut what is left."""
+        for server in servers:
+            server.close()
+        self.draining = True
+        deadline = self.loop.time() + timeout
+        while True:
+            for conn in list(self.connections):
+                if conn.idle():
+                    conn.close()
+            if not self.connections or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        if self.connections:
+            log.warning("shutdown timeout: cutting %d connections", len(self.connections))
+            for conn in list(self.connections):
+                conn.abort()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self.resolver is not None:
+            await self.resolver.stop()
+        for pool in self.pools.values():
+            for upstream in pool.upstreams.values():
+                upstream.close()
+        if self._access_log is not None and self._access_log is not sys.stderr:
+            self._access_log.close()
+            self._access_log = None
+
+
+def _new_backend(bcfg: BackendConfig) -> Backend:
+    return Backend(
+        bcfg.id,
+        bcfg.address.host,
+        bcfg.address.port,
+        weight=bcfg.weight,
+        role=bcfg.role,
+        region=bcfg.region,
+        group=bcfg.group,
+        priority=bcfg.priority,
+        max_connections=bcfg.max_connections,
+        state=BackendState.UP,
+    )
+
+
+# What a worker copies from the master's view of a backend (besides id, address, state).
+_SYNCED_FIELDS = (
+    "weight",
+    "effective_weight",
+    "role",
+    "region",
+    "group",
+    "priority",
+    "max_connections",
+)
+
+
+def backend_state_message(pool: Pool) -> dict[str, Any]:
+    """The master's view of a pool, as `sync_pool` takes it (JSON-serialisable)."""
+    items = []
+    for backend in pool.backends.values():
+        item: dict[str, Any] = {"id": backend.id, "host": backend.host, "port": backend.port}
+        for field in _SYNCED_FIELDS:
+            item[field] = getattr(backend, field)
+        item["state"] = backend.state.value
+        items.append(item)
+    return {
+        "op": "pool",
+        "pool": pool.name,
+        "backends": items,
+        "selectable": [b.id for b in pool.selectable],
+    }

@@ -1,0 +1,266 @@
+"""Connections to backends: the per-backend keep-alive pool and the response parser.
+
+`UpstreamPool` keeps idle keep-alive connections to one backend (LIFO, so the warmest
+connection is reused and the coldest expire first), capped at `keepalive.max_idle` and
+closed after `keepalive.idle_timeout`. A connection goes back to the pool only when its
+request was sent whole and its response was read to the end with keep-alive allowed.
+
+`UpstreamConnection` is an `asyncio.Protocol` driving an httptools response parser; it
+forwards parser events to the `Exchange` (the client request) it currently serves, by
+direct method calls: no task, no queue per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import httptools
+
+from haproxyd.balancer.state import Backend
+
+if TYPE_CHECKING:
+    from haproxyd.proxy.client import Exchange
+    from haproxyd.proxy.resolver import Resolver
+
+log = logging.getLogger("haproxyd.upstream")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to a backend, serving one exchange at a time."""
+
+    __slots__ = (
+        "_got_bytes",
+        "_headers",
+        "_reason",
+        "closed",
+        "exchange",
+        "idle_since",
+        "parser",
+        "pool",
+        "requests",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self.requests = 0  # requests sent on this connection
+        self.closed = False
+        self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._got_bytes = False  # any byte of the current response received
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle keep-alive connection: the backend is confused; drop it.
+            self.close()
+            return
+        self._got_bytes = True
+        exchange.client.touch()
+        try:
+            self.parser.feed_data(data)
+            if exchange.out:
+                exchange.flush()
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            if self.exchange is not None:
+                self.exchange.on_upstream_upgraded(self, data[offset:])
+        except httptools.HttpParserError as exc:
+            if self.exchange is not None:
+                self.exchange.on_upstream_failed(self, "invalid response", str(exc))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.on_upstream_lost(self, self._got_bytes)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.pause_reading_for(PAUSE_UPSTREAM_FULL)
+        elif self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.resume_reading_for(PAUSE_UPSTREAM_FULL)
+        elif self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        status = self.parser.get_status_code()
+        if exchange is None or (100 <= status < 200 and status != 101):
+            return  # interim responses (103 Early Hints...) are not forwarded
+        exchange.on_response_head(status, self._reason, self._headers)
+        self._headers = []  # trailers, if any, collect afresh
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if 100 <= self.parser.get_status_code() < 200:
+            # Interim responses are skipped; a 101 ends in HttpParserUpgrade, which
+            # turns this connection into a tunnel (see data_received).
+            return
+        exchange.on_response_complete(self._headers)
+
+    # -- used by the exchange --
+
+    def send(self, exchange: Exchange, head: bytes) -> None:
+        self.exchange = exchange
+        self.requests += 1
+        self._got_bytes = False
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def finish_head_response(self) -> None:
+        """The response to a HEAD request ended with its headers: start a new parser,
+        since llhttp cannot be told, through httptools, that no body follows."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def keep_alive(self) -> bool:
+        return self.parser.should_keep_alive()
+
+    def close(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+# Reasons for pausing a client's reads (bit flags; reading resumes when none is left).
+PAUSE_PIPELINE = 1  # a request is queued behind the one in flight
+PAUSE_UPSTREAM_FULL = 2  # the backend's socket buffer is full
+PAUSE_WAITING = 4  # body bytes buffered while a backend connection is being made
+
+
+class UpstreamPool:
+    """Keep-alive connections to one backend.
+
+    Owned by the data plane of one process; `acquire`/`release` run on its event loop.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_idle: int,
+        idle_timeout: float,
+        max_requests: int,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.backend = backend
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.max_requests = max_requests
+        self.resolver = resolver
+        self.idle: collections.deque[UpstreamConnection] = collections.deque()
+        self.open = 0  # connections open now (idle or busy)
+        self._next_address = 0
+
+    def configure(self, *, max_idle: int, idle_timeout: float, max_requests: int) -> None:
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.max_requests = max_requests
+        while len(self.idle) > max_idle:
+            self.idle.popleft().close()
+
+    def acquire_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        host, port = self.backend.host, self.backend.port
+        if self.resolver is not None:
+            addresses = self.resolver.addresses(host)
+            if addresses:
+                # Every address of a name takes its turn (nginx `resolve`, HAProxy
+                # server-template): new connections rotate over them.
+                self._next_address += 1
+                host = addresses[self._next_address % len(addresses)]
+        _, conn = await loop.create_connection(lambda: UpstreamConnection(self), host, port)
+        self.open += 1
+        return conn
+
+    def release(self, conn: UpstreamConnection, now: float) -> None:
+        """Return a connection whose exchange ended cleanly with keep-alive allowed."""
+        conn.exchange = None
+        if (
+            conn.closed
+            or len(self.idle) >= self.max_idle
+            or (self.max_requests and conn.requests >= self.max_requests)
+        ):
+            conn.close()
+            return
+        conn.idle_since = now
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """A connection closed (either side): drop it from the idle list if there."""
+        self.open -= 1
+        if conn in self.idle:  # O(idle); only on close, never per request
+            self.idle.remove(conn)
+
+    def expire(self, now: float) -> None:
+        idle = self.idle
+        limit = now - self.idle_timeout
+        while idle and idle[0].idle_since < limit:
+            idle.popleft().close()
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.popleft().close()

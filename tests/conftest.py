@@ -1,0 +1,154 @@
+"""Shared fixtures: stub backends, the daemon as a subprocess, TLS certificates.
+
+Fixture API (all function-scoped unless said):
+
+- `unused_port()` -> int: a free TCP port on 127.0.0.1 (bind to 0, release).
+- `backend_loop` (session): the background event loop the stub backends run on.
+- `backend(backend_id=None)` -> `Backend`: a started aiohttp backend answering with
+  `X-Backend: <id>` and recording every request (see helpers/backends.py for routes).
+- `raw_backend(handler, backend_id=None)` -> `RawBackend`: a started bare asyncio
+  backend; `handler(Recorded) -> bytes | RawReply` decides the bytes sent back.
+- `daemon(backends=..., pools=None, timeouts=None, limits=None, tls=None, extra=None,
+  start=True)` -> `Daemon`: writes the YAML into `tmp_path`, starts
+  `python -m haproxyd -c FILE` and waits until the listener accepts.
+  `backends` takes Backend/RawBackend objects or `{id, address}` dicts.
+- `tls_files` (session) -> `TLSFiles(ca, cert, key, client_context)` made by trustme.
+
+Raw-socket client: `helpers.http1` (`Conn`, `build_request`, `chunked`, `wait_until`).
+
+Daemons are stopped (SIGTERM, then SIGKILL) and backends closed after each test; when a
+test fails, each daemon's stderr is attached to the report.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers.backends import Backend, BackendLoop, RawBackend, RawHandler
+from helpers.daemon import DAEMONS_ATTR, Daemon, attach_daemon, free_port, make_config
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    if report.failed:
+        for daemon in getattr(item, DAEMONS_ATTR, []):
+            text = daemon.stderr_text()[-8000:] or "(empty)"
+            report.sections.append((f"haproxyd {daemon.name} stderr ({report.when})", text))
+    return report
+
+
+@pytest.fixture
+def unused_port() -> Callable[[], int]:
+    return free_port
+
+
+@pytest.fixture(scope="session")
+def backend_loop() -> Iterator[BackendLoop]:
+    loop = BackendLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def backend(backend_loop: BackendLoop) -> Iterator[Callable[..., Backend]]:
+    started: list[Backend] = []
+
+    def make(backend_id: str | None = None) -> Backend:
+        b = Backend(backend_loop, backend_id or f"b{len(started) + 1}").start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def raw_backend(backend_loop: BackendLoop) -> Iterator[Callable[..., RawBackend]]:
+    started: list[RawBackend] = []
+
+    def make(handler: RawHandler, backend_id: str | None = None) -> RawBackend:
+        b = RawBackend(backend_loop, backend_id or f"raw{len(started) + 1}", handler).start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+def backend_entries(backends: list[Any]) -> list[dict[str, Any]]:
+    return [b if isinstance(b, dict) else b.config() for b in backends]
+
+
+@pytest.fixture
+def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def make(
+        backends: list[Any] | None = None,
+        *,
+        pools: dict[str, Any] | None = None,
+        timeouts: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        extra: dict[str, Any] | None = None,
+        start: bool = True,
+    ) -> Daemon:
+        workdir = tmp_path / f"haproxyd{len(started) + 1}"
+        workdir.mkdir()
+        config = make_config(
+            port=free_port(),
+            admin_port=free_port(),
+            workdir=workdir,
+            backends=backend_entries(backends or []),
+            pools=pools,
+            timeouts=timeouts,
+            limits=limits,
+            tls=tls,
+            extra=extra,
+        )
+        d = Daemon(config, workdir, name=f"haproxyd{len(started) + 1}")
+        started.append(d)
+        attach_daemon(request.node, d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@dataclass
+class TLSFiles:
+    ca: Any
+    cert: Path
+    key: Path
+    client_context: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    folder = tmp_path_factory.mktemp("tls")
+    cert = folder / "server.pem"
+    key = folder / "server.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(key))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return TLSFiles(ca=ca, cert=cert, key=key, client_context=context)

@@ -1,0 +1,204 @@
+"""Fixtures for the health tests: real servers of each kind, schedulers, a fake clock.
+
+Servers: aiohttp backends and raw asyncio TCP servers on pre-bound port-0 sockets,
+redis-server processes (a primary and a replica) started here and stopped by PID, and
+the machine's PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from health_helpers import Stub, bound_socket, free_port
+
+
+@pytest.fixture
+async def http_backend() -> Any:
+    """`await http_backend(stub=None, port=0, ssl_context=None) -> Stub` (started);
+    `await stop(stub)` kills it; everything is cleaned up at the end."""
+    runners: list[web.AppRunner] = []
+
+    async def start(stub: Stub | None = None, port: int = 0, ssl_context: Any = None) -> Stub:
+        stub = stub or Stub()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", stub.handle)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        sock = bound_socket(port)
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        stub.port = sock.getsockname()[1]
+        stub.runner = runner
+        runners.append(runner)
+        return stub
+
+    async def stop(stub: Stub) -> None:
+        if stub.runner is not None:
+            await stub.runner.cleanup()
+            runners.remove(stub.runner)
+            stub.runner = None
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def tcp_server() -> Any:
+    """`await tcp_server(handler) -> port`; handler(reader, writer) is awaited per
+    connection; connections and servers are closed at the end."""
+    servers: list[asyncio.Server] = []
+    writers: set[asyncio.StreamWriter] = set()
+    tasks: set[asyncio.Task] = set()
+
+    async def start(handler: Callable[[Any, Any], Awaitable[None]]) -> int:
+        async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.add(writer)
+            tasks.add(asyncio.current_task())
+            try:
+                await handler(reader, writer)
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writers.discard(writer)
+                writer.close()
+
+        server = await asyncio.start_server(wrapped, sock=bound_socket())
+        servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    yield start
+    for server in servers:
+        server.close()
+    for writer in list(writers):
+        writer.close()
+    for task in list(tasks):
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(
+        *[t for t in tasks if t is not asyncio.current_task()], return_exceptions=True
+    )
+    for server in servers:
+        await server.wait_closed()
+
+
+class RedisProcesses:
+    """redis-server processes on free ports, each stopped by its PID."""
+
+    def __init__(self, directory: Any) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip("redis-server is not installed")
+        self.directory = directory
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, name: str, *extra: str) -> int:
+        port = free_port()
+        argv = [
+            self.binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--dbfilename",
+            f"{name}.rdb",
+            "--logfile",
+            str(self.directory / f"{name}.log"),
+            "--daemonize",
+            "no",
+            *extra,
+        ]
+        self.procs.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        deadline = time.monotonic() + 10
+        while True:  # poll until it answers (a password-protected one says NOAUTH)
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                    return port
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server {name} on {port} did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, 9)
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_pair(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A redis-server primary and a replica of it (`--replicaof`) on free ports."""
+    procs = RedisProcesses(tmp_path_factory.mktemp("redis"))
+    try:
+        primary = procs.spawn("primary")
+        replica = procs.spawn("replica", "--replicaof", "127.0.0.1", str(primary))
+        yield SimpleNamespace(primary=primary, replica=replica, pids=[p.pid for p in procs.procs])
+    finally:
+        procs.stop()
+
+
+@pytest.fixture
+def redis_spawn(tmp_path: Any) -> Any:
+    """`redis_spawn(name, *args) -> port`: extra redis-servers for one test."""
+    procs = RedisProcesses(tmp_path)
+    yield procs.spawn
+    procs.stop()
+
+
+@pytest.fixture
+def fake_clock() -> Any:
+    class Clock:
+        def __init__(self) -> None:
+            self.now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+        def advance(self, seconds: float) -> None:
+            self.now += seconds
+
+    return Clock()
+
+
+@pytest.fixture
+async def scheduler_factory() -> Any:
+    """Build HealthSchedulers that are stopped at the end of the test."""
+    from haproxyd.health.scheduler import HealthScheduler
+
+    made: list[HealthScheduler] = []
+
+    def make(**kw: Any) -> HealthScheduler:
+        scheduler = HealthScheduler(**kw)
+        made.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in made:
+        await scheduler.stop()

@@ -1,0 +1,157 @@
+"""Helpers shared by the health tests (imported by name: pytest puts this directory on
+sys.path). Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from aiohttp import web
+
+from haproxyd.balancer.base import create as create_balancer
+from haproxyd.balancer.state import Backend, Pool
+
+PG_ADDR = ("127.0.0.1", 5432)
+MYSQL_ADDR = ("127.0.0.1", 3306)
+
+# The defaults of the config contract (/tmp/plan/config_contract.md), used only while
+# haproxyd.config.schema does not exist yet.
+_COMMON = dict(
+    interval=5.0,
+    timeout=1.0,
+    rise=2,
+    fall=3,
+    down_interval=None,
+    fast_interval=None,
+    jitter=0.1,
+    init_state="checking",
+)
+_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "http": dict(
+        path="/",
+        method="GET",
+        host=None,
+        expect_status=[200],
+        expect_body=None,
+        tls=False,
+        verify_tls=True,
+        headers={},
+        port=None,
+    ),
+    "tcp": dict(send=None, expect=None, port=None),
+    "database": dict(flavor="postgresql", user=None, password=None, database=None, port=None),
+    "redis": dict(password=None, db=0, expect_role=None, port=None),
+    "system_metrics": dict(port=None, send=None, max_cpu_percent=None, max_load1=None),
+    "custom_script": dict(command=[], env={}),
+    "disk_space": dict(path="/", min_free_percent=None, min_free_bytes=None),
+    "memory_usage": dict(max_percent=90.0),
+}
+
+
+def hc(type: str, **fields: Any) -> Any:
+    """A health check config: the real pydantic model when the schema exists."""
+    try:
+        from haproxyd.config.schema import HealthCheckConfig
+        from pydantic import TypeAdapter
+    except ImportError:
+        return SimpleNamespace(type=type, **{**_COMMON, **_TYPE_DEFAULTS[type], **fields})
+    return TypeAdapter(HealthCheckConfig).validate_python({"type": type, **fields})
+
+
+def passive(**fields: Any) -> Any:
+    """A passive outlier-detection config (real model when the schema exists)."""
+    try:
+        from haproxyd.config.schema import PassiveConfig
+    except ImportError:
+        defaults = dict(
+            consecutive_failures=5, ejection=30.0, max_ejection_percent=50, on_5xx=False
+        )
+        return SimpleNamespace(**{**defaults, **fields})
+    return PassiveConfig(**fields)
+
+
+def pool_config(checks: list[Any] = (), passive_config: Any = None) -> Any:
+    """What the scheduler reads of a PoolConfig."""
+    return SimpleNamespace(health_checks=list(checks), passive=passive_config)
+
+
+def make_pool(name: str, ports: list[int], host: str = "127.0.0.1", **kw: Any) -> Pool:
+    backends = [
+        Backend(f"{name}-{i}", host, port, pool_name=name, **kw) for i, port in enumerate(ports)
+    ]
+    return Pool(name, create_balancer("round_robin"), backends)
+
+
+def backend(port: int, host: str = "127.0.0.1", id: str = "b1", pool: str = "p") -> Backend:
+    return Backend(id, host, port, pool_name=pool)
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition"
+) -> Any:
+    """Poll `predicate` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def bound_socket(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound then released)."""
+    return free_port()
+
+
+def port_open(addr: tuple[str, int]) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(addr, timeout=0.5):
+        return True
+    return False
+
+
+@dataclasses.dataclass
+class Stub:
+    """A controllable HTTP backend: answers `status` with `body`, records requests."""
+
+    status: int = 200
+    body: str = "ok"
+    delay: float = 0.0
+    requests: list[tuple[float, str, dict[str, str]]] = dataclasses.field(default_factory=list)
+    active: int = 0
+    max_active: int = 0
+    port: int = 0
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((time.monotonic(), request.path, dict(request.headers)))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return web.Response(status=self.status, text=self.body)
+        finally:
+            self.active -= 1

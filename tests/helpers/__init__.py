@@ -1,0 +1,1 @@
+"""Test helpers for the data-plane tests: raw HTTP/1 client, stub backends, the daemon."""

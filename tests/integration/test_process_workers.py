@@ -1,0 +1,182 @@
+"""`workers: 2`: the master and its worker processes, seen from outside.
+
+Which worker served a connection is read from the kernel (psutil: the process holding
+the server side of the client's TCP connection), never from the daemon's own account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import time
+
+import psutil
+import pytest
+from helpers.asserts import assert_proxy_error
+from helpers.http1 import Conn, wait_until
+from helpers.process import (
+    LoadLoop,
+    admin_json,
+    connection_owners,
+    total_requests,
+    wait_status,
+    wait_workers,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _serve_on_fresh_connections(d, n: int) -> tuple[list[Conn], dict[int, int]]:
+    """`n` new keep-alive connections, one `GET /` (200) on each, left open; and which
+    process accepted each one (`{client port: pid}`)."""
+    conns = []
+    for _ in range(n):
+        conn = d.conn(timeout=10)
+        conns.append(conn)
+        resp = conn.request("GET", "/")
+        assert resp.status == 200, resp
+    ports = [c.sock.getsockname()[1] for c in conns]
+    pids = [p.pid for p in psutil.Process(d.pid).children()] + [d.pid]
+    owners = connection_owners(pids, d.port, ports)
+    assert sorted(owners) == sorted(ports), f"connections nobody holds: {owners} vs {ports}"
+    return conns, owners
+
+
+def test_two_workers_share_the_listener(backend, daemon):
+    b1 = backend("b1")
+    d = daemon([b1], extra={"workers": 2})
+    status = wait_workers(d, 2)
+    workers = status["workers"]
+    assert workers["count"] == 2 and workers["restarts"] == 0
+    pids = set(workers["pids"])
+    assert d.pid not in pids and status["pid"] == d.pid
+    assert pids == {p.pid for p in psutil.Process(d.pid).children()}, "workers are the children"
+
+    conns, owners = _serve_on_fresh_connections(d, 24)
+    try:
+        served_by = set(owners.values())
+        # The master never serves; with 24 connections hashed over 2 SO_REUSEPORT
+        # sockets, both workers get some (a miss has probability 2**-23).
+        assert served_by == pids, f"connections per process: {owners}"
+    finally:
+        for conn in conns:
+            conn.close()
+
+    # Counters from both workers are merged by the master (snapshots every second).
+    wait_until(lambda: total_requests(d) == 24, timeout=5, what="24 requests in the stats")
+    assert len(b1.requests) == 24
+
+
+async def test_killed_worker_is_restarted_and_only_its_requests_fail(backend, daemon):
+    b1 = backend("b1")
+    d = daemon([b1], extra={"workers": 2})
+    status = await asyncio.to_thread(wait_workers, d, 2)
+    pids = status["workers"]["pids"]
+
+    load = LoadLoop(d.port, clients=12, path="/slow?ms=20").start()
+    try:
+        await load.wait_ok(100)
+        owners = connection_owners(pids, d.port, set(load.local_ports))
+        on_worker = {pid: {port for port, p in owners.items() if p == pid} for pid in pids}
+        victim = max(pids, key=lambda pid: len(on_worker[pid]))
+        survivor = next(pid for pid in pids if pid != victim)
+        victim_ports = on_worker[victim]
+        before = await asyncio.to_thread(total_requests, d)
+
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def restarted(status):
+            workers = status["workers"]
+            return workers["restarts"] == 1 and len(workers["pids"]) == 2
+
+        status = await asyncio.to_thread(wait_status, d, restarted, what="the restart")
+        new_pids = status["workers"]["pids"]
+        assert survivor in new_pids and victim not in new_pids, new_pids
+        assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
+        # Traffic keeps flowing through and after the restart.
+        await load.wait_ok(load.stats.ok + 200)
+    finally:
+        stats = await load.stop()
+
+    assert stats.ok_after(killed_at) >= 200
+    # Only requests on connections the dead worker had accepted may fail, one each:
+    # connections that arrive meanwhile wait in the slot's backlog for the new worker.
+    for failure in stats.failures:
+        assert failure.kind == "closed" and failure.local_port in victim_ports, (
+            f"{failure}; the victim held {sorted(victim_ports)}"
+        )
+    ports = [f.local_port for f in stats.failures]
+    assert len(ports) == len(set(ports)) <= len(victim_ports)
+
+    # The new worker serves; counters never go down across the restart.
+    new_worker = next(pid for pid in new_pids if pid != survivor)
+
+    def both_serve():
+        conns, owners = _serve_on_fresh_connections(d, 16)
+        for conn in conns:
+            conn.close()
+        return set(owners.values()) == {survivor, new_worker}
+
+    await asyncio.to_thread(wait_until, both_serve, timeout=10, what="both workers serving")
+    assert await asyncio.to_thread(total_requests, d) >= before
+    assert d.alive()
+    assert "exited with -9" in d.stderr_text()
+
+
+def test_max_connections_is_shared_by_the_workers(backend, daemon):
+    b1 = backend("b1")
+    d = daemon(
+        [b1],
+        extra={"workers": 2},
+        limits={"max_connections": 10},
+        timeouts={"client_header": "20s", "idle": "20s"},
+    )
+    wait_workers(d, 2)
+    conns = [d.conn(timeout=5) for _ in range(30)]
+    opened = time.monotonic()
+    try:
+        # Idle connections past the limit get a 503 at once (none of them sent anything):
+        # wait for the first 20, then a short grace for any more.
+        readable: set[Conn] = set()
+        deadline = opened + 5.0
+        while time.monotonic() < deadline:
+            pending = [c for c in conns if c not in readable]
+            ready, _, _ = select.select([c.sock for c in pending], [], [], 0.1)
+            readable |= {c for c in pending if c.sock in ready}
+            if len(readable) >= 20:
+                deadline = min(deadline, time.monotonic() + 0.3)
+        fast = time.monotonic() - opened
+        rejected, admitted = [], []
+        for conn in conns:
+            if conn in readable:
+                resp = conn.read_response(timeout=2)
+            else:
+                resp = conn.request("GET", "/", timeout=5)
+            (admitted if resp.status == 200 else rejected).append((conn, resp))
+        for conn, resp in rejected:
+            assert_proxy_error(resp, 503)
+            assert resp.has_token("Connection", "close"), resp
+            assert conn.wait_closed(2), "a rejected connection stays open"
+        assert len(rejected) + len(admitted) == 30
+        assert len(admitted) <= 10, f"{len(admitted)} connections admitted past the limit"
+        assert len(rejected) >= 20 and fast < 3.0, (len(rejected), fast)
+        for conn, _ in admitted:  # the admitted ones keep working
+            assert conn.request("GET", "/").status == 200
+        status = admin_json(d, "/api/v1/ha/status")
+        assert status["workers"]["restarts"] == 0
+        with d.conn() as extra:  # still full: one more is turned away too
+            assert_proxy_error(extra.read_response(timeout=3), 503)
+    finally:
+        for conn in conns:
+            conn.close()
+
+    def serves() -> bool:
+        with d.conn() as conn:
+            return conn.request("GET", "/").status == 200
+
+    wait_until(serves, timeout=5, what="a 200 once the connections are gone")
+    assert d.alive()
+    assert admin_json(d, "/api/v1/ha/status")["workers"]["restarts"] == 0
