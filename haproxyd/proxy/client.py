@@ -593,6 +593,8 @@ class ClientProtocol(asyncio.Protocol):
         self._head_raw = 0  # bytes received while a request's head was incomplete
         self._tunnel: asyncio.Transport | None = None
         self._eof = False  # the client half-closed
+        self.requests = 0  # requests begun on this connection
+        self.accepted = 0.0  # loop time of the accept
 
     # -- asyncio.Protocol --
 
@@ -615,7 +617,8 @@ class ClientProtocol(asyncio.Protocol):
             self.closed = True
             return
         runtime.connections.add(self)
-        self.deadline = runtime.loop.time() + runtime.cfg.timeouts.client_header
+        self.accepted = now = runtime.loop.time()
+        self.deadline = now + runtime.cfg.timeouts.client_header
         self.timeout_kind = T_HEADER
 
     def data_received(self, data: bytes) -> None:
@@ -741,6 +744,7 @@ class ClientProtocol(asyncio.Protocol):
     # -- httptools request callbacks --
 
     def on_message_begin(self) -> None:
+        self.requests += 1
         self.current = Exchange(self)
         self._header_bytes = 0
         self._head_raw = 0
@@ -973,3 +977,9 @@ class ClientProtocol(asyncio.Protocol):
     def idle(self) -> bool:
         """No request in flight or being received (safe to close on shutdown)."""
         return not self.queue and self.current is None and self._tunnel is None
+
+    def fresh(self, now: float, grace: float) -> bool:
+        """Accepted less than `grace` ago and no request yet: its client has connected
+        and is about to send one, so a shutdown waits for it rather than close a
+        connection that was accepted and never answered."""
+        return self.requests == 0 and now - self.accepted < grace

@@ -136,9 +136,42 @@ async def start_listener(
     loop = asyncio.get_running_loop()
     context = tls_context(listener.tls.cert, listener.tls.key) if listener.tls else None
     is_tls = context is not None
-    return await loop.create_server(
+    server = await loop.create_server(
         lambda: ClientProtocol(runtime, tls=is_tls), sock=sock, ssl=context, backlog=BACKLOG
     )
+    runtime.server_tls[server] = context
+    return server
+
+
+async def stop_accepting(runtime: ProxyRuntime, server: asyncio.Server) -> None:
+    """Close `server` for good (shutdown), serving what already waits in its backlog.
+
+    Closing a listening socket resets the connections the kernel completed but nobody
+    accepted yet: their clients saw `connect()` succeed and then lose the connection
+    unanswered. So the socket is kept open (a duplicate) past the server's close, its
+    accept queue emptied into ordinary client connections, and only then closed; what
+    is left is the instant between the last `accept()` and `close()`.
+    """
+    loop = asyncio.get_running_loop()
+    context = runtime.server_tls.pop(server, None)
+    held = [socket.socket(fileno=os.dup(item.fileno())) for item in server.sockets]
+    server.close()
+    for sock in held:
+        sock.setblocking(False)
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:  # BlockingIOError: the queue is empty
+                break
+            try:
+                await loop.connect_accepted_socket(
+                    lambda: ClientProtocol(runtime, tls=context is not None),
+                    conn,
+                    ssl=context,
+                )
+            except OSError:
+                conn.close()
+        sock.close()
 
 
 async def sync_servers(
@@ -169,5 +202,7 @@ async def sync_servers(
         raise
     for key in list(servers):
         if key not in wanted:
-            servers.pop(key).close()
+            server = servers.pop(key)
+            runtime.server_tls.pop(server, None)
+            server.close()
     servers.update(opened)

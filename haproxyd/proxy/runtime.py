@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.state import Backend, BackendState, Pool
+from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.upstream import UpstreamPool
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("haproxyd.runtime")
 
 QUEUE_LIMIT = 10_000  # requests waiting for a backend slot, per pool
+# On shutdown, how long a connection accepted just before it has to send its request.
+FRESH_GRACE = 1.0
 
 _BALANCER_OPTIONS = (
     "hash_key",
@@ -106,6 +110,8 @@ class ProxyRuntime:
         self.shedding = False  # node unhealthy with on_unhealthy: shed
         self.rejected: dict[int, int] = {}  # malformed requests answered, by status
         self.resolver: Resolver | None = None
+        # Each data-plane server and its TLS context (None: plain), for `stop_accepting`.
+        self.server_tls: dict[asyncio.Server, ssl.SSLContext | None] = {}
         # Passive health detection: `(backend, ok, status)` after each backend attempt.
         self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
         self._routes: list[tuple[str | None, bytes, PoolRuntime]] = []
@@ -381,15 +387,17 @@ class ProxyRuntime:
         """Staged shutdown of the data plane: stop accepting, close idle keep-alive
         connections, let busy ones finish their exchange (answered with
         `Connection: close`) for up to `timeout` seconds, then cut what is left."""
-        for server in servers:
-            server.close()
         self.draining = True
+        for server in servers:
+            await stop_accepting(self, server)
         deadline = self.loop.time() + timeout
+        grace = min(FRESH_GRACE, self.cfg.timeouts.client_header, timeout)
         while True:
+            now = self.loop.time()
             for conn in list(self.connections):
-                if conn.idle():
+                if conn.idle() and not conn.fresh(now, grace):
                     conn.close()
-            if not self.connections or self.loop.time() >= deadline:
+            if not self.connections or now >= deadline:
                 break
             await asyncio.sleep(0.05)
         if self.connections:

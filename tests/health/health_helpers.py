@@ -57,8 +57,9 @@ _TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
 def hc(type: str, **fields: Any) -> Any:
     """A health check config: the real pydantic model when the schema exists."""
     try:
-        from haproxyd.config.schema import HealthCheckConfig
         from pydantic import TypeAdapter
+
+        from haproxyd.config.schema import HealthCheckConfig
     except ImportError:
         return SimpleNamespace(type=type, **{**_COMMON, **_TYPE_DEFAULTS[type], **fields})
     return TypeAdapter(HealthCheckConfig).validate_python({"type": type, **fields})

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers.asserts import wait_stable
 from helpers.daemon import free_port, run_cli
-from helpers.http1 import ConnectionClosed, build_request
+from helpers.http1 import build_request
 from helpers.process import (
     LoadLoop,
     admin_json,
@@ -263,13 +263,6 @@ def _reload(d, workers: int, done: int, timeout: float = 15.0) -> dict[str, Any]
     return status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectionClosed,
-    reason="bug: shrinking `workers` closes the retired slot's SO_REUSEPORT socket "
-    "(ListenerSockets.sync returns it, Daemon.reload closes it) and the retiring worker "
-    "stops accepting: connections queued on that socket are reset",
-)
 def test_shrinking_workers_serves_connections_queued_on_the_retired_slot(backend, daemon):
     b1 = backend("b1")
     d = daemon([b1], extra={"workers": 3})
