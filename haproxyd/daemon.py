@@ -24,7 +24,9 @@ from haproxyd.admin.server import AdminServer
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.state import Pool
 from haproxyd.config import Config, ConfigError, load_config
+from haproxyd.config.schema import FailoverConfig
 from haproxyd.failover.events import EventLog
+from haproxyd.failover.machine import FailoverMachine
 from haproxyd.health import HealthEvent, HealthScheduler
 from haproxyd.proxy.listener import ListenerKey, ListenerSockets, sync_servers
 from haproxyd.proxy.runtime import ProxyRuntime
@@ -51,6 +53,8 @@ class Daemon:
         self.health: HealthScheduler | None = None
         self.workers: WorkerSet | None = None  # set when `workers: N > 1`
         self.events = EventLog()  # failover decisions, shared with the admin API
+        # Decides every pool's active set; master-only (workers mirror the outcome).
+        self.failover = FailoverMachine(self.events)
         self.sockets = ListenerSockets()
         self.servers: dict[ListenerKey, asyncio.Server] = {}  # in-process data plane only
         self.reloads = {"ok": 0, "error": 0}
@@ -72,6 +76,8 @@ class Daemon:
         self.health = health = HealthScheduler(node_id=cfg.node.id)
         health.apply_config(self._live_pools(), cfg)
         health.subscribe(self._on_health_event)
+        # After health has set the start-up states, so the first decision sees them.
+        self.failover.attach(self._live_pools(), self._failover_settings(cfg))
         runtime.passive_report = health.report
         self.sockets.sync(list(cfg.listeners), slots=cfg.workers)
         if multi:
@@ -83,6 +89,7 @@ class Daemon:
             await self._serve_in_process(cfg)
             runtime.start()
         await health.start()
+        await self.failover.start()
         self.admin = AdminServer(self)
         await self.admin.start()
         if self.workers is not None and self.admin.state is not None:
@@ -102,6 +109,10 @@ class Daemon:
     def _live_pools(self) -> dict[str, Pool]:
         assert self.runtime is not None
         return {name: pool.pool for name, pool in self.runtime.pools.items()}
+
+    @staticmethod
+    def _failover_settings(cfg: Config) -> dict[str, FailoverConfig]:
+        return {name: pool.failover for name, pool in cfg.pools.items()}
 
     def _on_health_event(self, event: HealthEvent) -> None:
         if self.health is not None and self.runtime is not None:
@@ -198,6 +209,8 @@ class Daemon:
         self.runtime.apply(cfg)
         if self.health is not None:
             self.health.apply_config(self._live_pools(), cfg)
+        # Re-attach to the rebuilt pools; decisions of unchanged pools carry over.
+        self.failover.attach(self._live_pools(), self._failover_settings(cfg))
         self.config = cfg
         self.config_version += 1
         if self.workers is not None:
@@ -241,5 +254,6 @@ class Daemon:
             await self.admin.stop()
         if self.health is not None:
             await self.health.stop()
+        await self.failover.stop()
         await runtime.stop()
         log.info("stopped")

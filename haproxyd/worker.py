@@ -114,7 +114,11 @@ class Worker:
                         )
                 elif op == "pool":
                     self.runtime.sync_pool(
-                        message["pool"], message["backends"], message["selectable"]
+                        message["pool"],
+                        message["backends"],
+                        message["selectable"],
+                        fallback=message.get("fallback"),
+                        panic=bool(message.get("panic")),
                     )
                 elif op == "shed":
                     self.runtime.shedding = bool(message.get("on"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
-import inspect
 import json
 import logging
 from typing import Annotated, Any, Literal
@@ -27,7 +26,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from haproxyd.admin.metrics import HaproxydCollector
 from haproxyd.admin.openapi import openapi_document
@@ -283,9 +282,22 @@ class FailoverTrigger(BaseModel):
         description="backup: send traffic to the backups; primary: back to the primaries; "
         "absent: switch to whichever side is not serving now.",
     )
+    backend: Annotated[str, Strict()] | None = Field(
+        None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="active_passive and manual pools: make this backend the active one "
+        "(instead of `to`).",
+    )
     reason: Annotated[str, Strict()] = Field(
         "manual failover via the admin API", max_length=500, description="Logged with the event."
     )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> FailoverTrigger:
+        if self.to is not None and self.backend is not None:
+            raise ValueError("give `to` or `backend`, not both")
+        return self
 
 
 def _target_state(state: AdminState, pool: Pool, backend: Backend, word: str) -> BackendState:
@@ -405,6 +417,10 @@ async def delete_backend(request: web.Request) -> web.Response:
 
 
 async def failover_trigger(request: web.Request) -> web.Response:
+    """A forced failover through the daemon's failover state machine (the one mechanism
+    that decides active sets); refused (409, nothing changed) when it cannot be done."""
+    from haproxyd.failover.base import TriggerRefused
+
     state = _state(request)
     body = await _json_object(request)
     try:
@@ -412,77 +428,29 @@ async def failover_trigger(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise APIError(400, "invalid failover request", pydantic_details(exc)) from None
     pool_runtime = _pool_or_404(state, trigger.pool)
-    machine = getattr(state.daemon, "failover", None)
-    if machine is not None and hasattr(machine, "trigger"):
-        try:
-            result = machine.trigger(trigger.pool, target=trigger.to, reason=trigger.reason)
-            if inspect.isawaitable(result):
-                result = await result
-        except KeyError as exc:
-            raise APIError(404, "no such pool", [str(exc)]) from None
-        except ValueError as exc:
-            raise APIError(409, "failover refused", [str(exc)]) from None
-        return web.json_response(_failover_result(state, pool_runtime, result))
-    return web.json_response(_manual_failover(state, pool_runtime, trigger))
-
-
-def _failover_result(state: AdminState, pool_runtime: Any, result: Any) -> dict[str, Any]:
-    pool = pool_runtime.pool
-    out = {
-        "pool": pool.name,
-        "action": "failover",
-        "active": [b.id for b in pool.selectable],
-        "event": None,
-    }
-    if isinstance(result, dict):
-        out.update(result)
-    return out
-
-
-def _manual_failover(state: AdminState, pool_runtime: Any, trigger: FailoverTrigger) -> Any:
-    """The admin API's own failover while no failover state machine runs: point the
-    pool's active set at its backups, or back at its primaries (a runtime change that a
-    reload undoes, like HAProxy's `set server` commands)."""
-    pool: Pool = pool_runtime.pool
-    serving_backups = bool(pool.selectable) and all(b.is_backup for b in pool.selectable)
-    to = trigger.to or ("primary" if serving_backups else "backup")
-    before = [b.id for b in pool.selectable]
-    if to == "backup":
-        candidates = _backups(pool)
-        if not candidates:
-            raise APIError(
-                409,
-                "failover refused",
-                [f"pool {pool.name!r} has no healthy backup backend to fail over to"],
-            )
-        pool.set_active_filter(_backups)
-        kind = "failover"
-    else:
-        pool.set_active_filter(None)
-        kind = "failback"
-    after = [b.id for b in pool.selectable]
-    event = state.events.append(
-        kind,
-        pool.name,
-        None,
+    if trigger.backend is not None and trigger.backend not in pool_runtime.pool.backends:
+        raise APIError(
+            400,
+            "invalid failover request",
+            [f"backend: pool {trigger.pool!r} has no backend {trigger.backend!r}"],
+        )
+    machine = state.daemon.failover
+    try:
+        result = machine.trigger(
+            trigger.pool, target=trigger.to, backend=trigger.backend, reason=trigger.reason
+        )
+    except KeyError as exc:
+        raise APIError(404, "no such pool", [str(exc)]) from None
+    except TriggerRefused as exc:
+        raise APIError(409, "failover refused", [str(exc)]) from None
+    log.warning(
+        "admin: forced %s of pool %s onto %s (%s)",
+        result["action"],
+        trigger.pool,
+        result["active"],
         trigger.reason,
-        strategy=pool_runtime.config.failover.strategy,
-        manual=True,
-        source="admin",
-        before=before,
-        after=after,
     )
-    log.warning("admin: manual %s of pool %s: %s -> %s", kind, pool.name, before, after)
-    return {"pool": pool.name, "action": kind, "active": after, "event": event.to_dict()}
-
-
-def _backups(pool: Pool) -> tuple[Backend, ...]:
-    """Active-set rule of a manual failover: the backups that can take traffic."""
-    return tuple(
-        b
-        for b in pool.backends.values()
-        if b.is_backup and b.state == BackendState.UP and b.effective_weight > 0
-    )
+    return web.json_response(result)
 
 
 async def config_update(request: web.Request) -> web.Response:

@@ -95,7 +95,40 @@ def _schemas() -> dict[str, Any]:
             "active": INT,
             "states": {"type": "object", "additionalProperties": COUNT},
             "healthy": {**BOOL, "description": "At least one backend can take traffic."},
+            "decision": _nullable(_ref("Decision")),
         }
+    )
+    decision = _obj(
+        {
+            "pool": STR,
+            "strategy": STR,
+            "active": {
+                "type": "array",
+                "items": STR,
+                "description": "The backends that take traffic, in order.",
+            },
+            "version": {**COUNT, "description": "Grows by one per decision of the pool."},
+            "reason": STR,
+            "since": {**NUM, "description": "When the active set last changed (epoch)."},
+            "kind": STR,
+            "panic": {**BOOL, "description": "Panic mode: down backends included on purpose."},
+            "state": {"type": "object", "description": "The strategy's memory (pins, ...)."},
+            "mode": {
+                "type": "string",
+                "enum": ["leader", "follower", "local"],
+                "description": "Who decides: this node, the cluster leader, or this node "
+                "alone (active_active).",
+            },
+            "held": {
+                "type": "array",
+                "items": STR,
+                "description": "Backends held out by flap damping.",
+            },
+            "fallback": _nullable(
+                {**STR, "description": "Where a retry goes when the one active backend fails."}
+            ),
+        },
+        description="The failover state machine's decision for a pool.",
     )
     status = _obj(
         {
@@ -285,7 +318,17 @@ def _schemas() -> dict[str, Any]:
     trigger = _obj(
         {
             "pool": {**STR, "minLength": 1},
-            "to": {"type": "string", "enum": ["backup", "primary"]},
+            "to": {
+                "type": "string",
+                "enum": ["backup", "primary"],
+                "description": "backup: onto the backups; primary: back to the primaries; "
+                "absent: switch sides.",
+            },
+            "backend": {
+                **STR,
+                "pattern": "^[A-Za-z0-9_.:-]+$",
+                "description": "active_passive and manual pools: this backend (not with `to`).",
+            },
             "reason": {**STR, "maxLength": 500},
         },
         required=["pool"],
@@ -298,6 +341,7 @@ def _schemas() -> dict[str, Any]:
             "action": STR,
             "active": {"type": "array", "items": STR},
             "event": _nullable(_ref("FailoverEvent")),
+            "decision": _ref("Decision"),
         }
     )
     update_result = _obj({"applied": BOOL, "changed": BOOL, "config_version": INT})
@@ -314,6 +358,7 @@ def _schemas() -> dict[str, Any]:
         "BackendList": _obj({"backends": {"type": "array", "items": _ref("Backend")}}),
         "Removed": _obj({"removed": _ref("Backend")}),
         "PoolStatus": pool_status,
+        "Decision": decision,
         "Status": status,
         "BackendStats": backend_stats,
         "PoolStats": pool_stats,

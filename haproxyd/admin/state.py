@@ -12,8 +12,8 @@ they exist and picks them up when they do:
 * `daemon.events`: the failover `EventLog` (else the admin server keeps its own);
 * `daemon.cluster`: an object whose `status()` returns the cluster view (see
   `cluster_status`); absent means a standalone node;
-* `daemon.failover`: the failover state machine, whose `trigger(pool, target=, reason=)`
-  performs a manual failover (absent: the admin API's own minimal one, see `api.py`).
+* `daemon.failover`: the failover state machine (`FailoverMachine`): `describe(pool)`
+  for the pool summaries, `trigger(...)` for `POST failover/trigger`.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class AdminState:
                     "active": sum(b.active for b in pool.backends.values()),
                     "states": states,
                     "healthy": bool(pool.selectable),
+                    "decision": self.decision(pool.name),
                 }
             )
         cluster = self.cluster_status()
@@ -334,6 +335,11 @@ class AdminState:
                 }
             ],
         }
+
+    def decision(self, pool: str) -> dict[str, Any] | None:
+        """The failover machine's decision for `pool` (None without a machine)."""
+        machine = getattr(self.daemon, "failover", None)
+        return machine.describe(pool) if machine is not None else None
 
     def failover_events(self, limit: int, pool: str | None = None) -> dict[str, Any]:
         events = self.events.list(limit, pool=pool)

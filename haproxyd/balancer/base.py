@@ -11,12 +11,16 @@ Every algorithm lives in its own module and registers itself here by its config 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from haproxyd.balancer.state import BackendState
+from haproxyd.balancer.state import BackendState, PanicSet
 
 if TYPE_CHECKING:
-    from haproxyd.balancer.state import Backend
+    from haproxyd.balancer.state import Backend, Pool
+
+
+Hook = Callable[["Backend"], None]
 
 
 class RequestContext(Protocol):
@@ -48,6 +52,11 @@ class Balancer:
         self.options = options
         self.backends: tuple[Backend, ...] = ()
 
+    def attach(self, pool: Pool) -> None:
+        """The pool this balancer serves (called once by `Pool.__init__`, before the
+        first `rebuild`). Default: nothing; a balancer that needs more than the
+        selectable set (the region balancer: each region's whole capacity) keeps it."""
+
     def rebuild(self, backends: tuple[Backend, ...]) -> None:
         """The selectable set changed (membership, state, weight). Default: remember it."""
         self.backends = usable(backends)
@@ -62,6 +71,14 @@ class Balancer:
     def on_finish(self, backend: Backend) -> None:
         """A request to `backend` ended (its `active`, `ewma` already updated)."""
 
+    def request_hooks(self) -> tuple[Hook | None, Hook | None]:
+        """`on_start` and `on_finish` where this algorithm overrides them, else None, so
+        that the pool skips the base class's no-op calls on every request."""
+        cls = type(self)
+        start = self.on_start if cls.on_start is not Balancer.on_start else None
+        finish = self.on_finish if cls.on_finish is not Balancer.on_finish else None
+        return start, finish
+
     def stats(self) -> dict[str, Any]:
         """Statistics of the lookup structure for the admin API (e.g. ring size)."""
         return {"algorithm": self.name, "backends": len(self.backends)}
@@ -72,7 +89,11 @@ def usable(backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
 
     The pool's snapshot already holds only those under the default rule; this is the
     safety net for custom active filters (failover), applied at rebuild, not per request.
+    The one deliberate way past it is a `PanicSet` (the failover machine's panic mode),
+    whose members may be in any state; weight 0 still excludes.
     """
+    if isinstance(backends, PanicSet):
+        return tuple(b for b in backends if b.effective_weight > 0)
     if all(b.state == BackendState.UP and b.effective_weight > 0 for b in backends):
         return tuple(backends)
     return tuple(b for b in backends if b.state == BackendState.UP and b.effective_weight > 0)

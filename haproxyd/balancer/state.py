@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from haproxyd.balancer.base import Balancer
+    from haproxyd.balancer.base import Balancer, RequestContext
 
 
 class BackendState(enum.StrEnum):
@@ -113,26 +113,57 @@ class Backend:
 EWMA_ALPHA = 0.3  # weight of the newest response time in `Backend.ewma`
 
 
+class PanicSet(tuple):  # type: ignore[type-arg]
+    """A selectable set in panic mode (Envoy's panic threshold): so few backends are
+    healthy that the failover machine spreads traffic over all of them, down ones
+    included, rather than overload the few. `usable()` recognises it and lets its
+    members through whatever their state (weight 0 still excludes). Built by the
+    failover machine (or a worker mirroring it), only on change."""
+
+    __slots__ = ()
+
+
+ActiveFilter = Callable[["Pool"], tuple[Backend, ...]]
+
+
 class Pool:
     """A named group of backends with one balancer.
 
     `selectable` is the snapshot the balancer chooses from: backends that are UP with a
     non-zero effective weight, primaries only while any primary is up, else the backups
-    (the Nginx/HAProxy `backup` rule). The failover machine may replace the rule by
-    calling `set_active_filter`. Rebuilt only on change, never per request.
+    (the Nginx/HAProxy `backup` rule). The failover machine replaces the rule by calling
+    `set_active_filter` (or passing `active_filter=`, which a reload uses to carry the
+    rule over to the rebuilt pool). Rebuilt only on change, never per request.
+
+    `retry_fallback` names the backend a retry goes to when the selectable set has no
+    other member (active_passive: the standby the machine would promote next). The
+    active filter may set it while it runs; every refresh clears it first, so it never
+    outlives the rule that chose it.
     """
 
-    def __init__(self, name: str, balancer: Balancer, backends: Iterable[Backend] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        balancer: Balancer,
+        backends: Iterable[Backend] = (),
+        *,
+        active_filter: ActiveFilter | None = None,
+    ) -> None:
         self.name = name
         self.balancer = balancer
+        # The per-request hooks, or None when the algorithm keeps them as the base
+        # class's no-ops (most do): two calls per request saved on the hot path.
+        self._balancer_on_start, self._balancer_on_finish = balancer.request_hooks()
         self.backends: dict[str, Backend] = {}
         self.selectable: tuple[Backend, ...] = ()
+        self.retry_fallback: Backend | None = None
         self.version = 0  # bumped on every membership/state/weight change
-        self._active_filter: Callable[[Pool], tuple[Backend, ...]] | None = None
+        self._active_filter: ActiveFilter | None = active_filter
         self._listeners: list[Callable[[Pool], None]] = []
         for backend in backends:
             backend.pool_name = name
             self.backends[backend.id] = backend
+        balancer.attach(self)
         self.refresh()
 
     # -- change notifications (called by health, failover, admin; never per request) --
@@ -141,12 +172,22 @@ class Pool:
         """`callback(pool)` runs after every refresh (metrics, admin, cluster sync)."""
         self._listeners.append(callback)
 
-    def set_active_filter(self, rule: Callable[[Pool], tuple[Backend, ...]] | None) -> None:
+    @property
+    def active_filter(self) -> ActiveFilter | None:
+        return self._active_filter
+
+    def set_active_filter(self, rule: ActiveFilter | None) -> None:
         self._active_filter = rule
         self.refresh()
 
+    @property
+    def panic(self) -> bool:
+        """The selectable set is a panic set (down backends included on purpose)."""
+        return isinstance(self.selectable, PanicSet)
+
     def refresh(self) -> None:
         """Rebuild `selectable` and let the balancer rebuild its structures."""
+        self.retry_fallback = None
         if self._active_filter is not None:
             selectable = self._active_filter(self)
         else:
@@ -188,16 +229,16 @@ class Pool:
 
     # -- the data plane's calls (hot path: keep them cheap) --
 
-    def select(self, ctx: object) -> Backend | None:
-        backend = self.balancer.select(ctx)
-        if backend is not None:
-            backend.selections += 1
-        return backend
+    def select(self, ctx: RequestContext) -> Backend | None:
+        return self.balancer.select(ctx)
 
     def on_start(self, backend: Backend) -> None:
+        """An attempt on `backend`, which the balancer chose, begins."""
         backend.active += 1
         backend.requests += 1
-        self.balancer.on_start(backend)
+        backend.selections += 1
+        if self._balancer_on_start is not None:
+            self._balancer_on_start(backend)
 
     def on_finish(self, backend: Backend, elapsed: float, ok: bool) -> None:
         """A request to `backend` ended; `elapsed` in seconds, `ok` False on a transport
@@ -211,7 +252,8 @@ class Pool:
             )
         else:
             backend.failures += 1
-        self.balancer.on_finish(backend)
+        if self._balancer_on_finish is not None:
+            self._balancer_on_finish(backend)
 
 
 def default_selectable(backends: Iterable[Backend]) -> tuple[Backend, ...]:

@@ -29,10 +29,22 @@ import httptools
 
 from haproxyd.proxy.errors import error_response
 from haproxyd.proxy.headers import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    CRLF,
+    DROP,
+    HOST,
+    KEEP,
+    SEP,
+    TRANSFER_ENCODING,
+    UPGRADE,
     BadRequest,
-    RequestHeaders,
+    RequestMeta,
     build_request_head,
-    filter_response_headers,
+    connection_named,
+    drop_named,
+    request_kind,
+    request_kind_cached,
 )
 from haproxyd.proxy.upstream import (
     PAUSE_PIPELINE,
@@ -84,12 +96,13 @@ class Exchange:
         "expect_continue",
         "head",
         "header_time",
-        "headers",
         "http10",
         "is_head",
         "keep_alive",
+        "kept_end",
         "method",
         "out",
+        "parts",
         "pool",
         "queued",
         "read_to_close",
@@ -101,6 +114,7 @@ class Exchange:
         "response_started",
         "retrying",
         "reused",
+        "specials",
         "start",
         "status",
         "termination",
@@ -117,7 +131,12 @@ class Exchange:
         self.client_ip = client.peer_ip
         self.url = b""
         self.method = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The head for the backend as it is parsed: [request line, then name, ": ",
+        # value, CRLF per forwarded header]; the headers the proxy acts on wait in
+        # `specials` as (kind, name, value) (see headers.py).
+        self.parts: list[bytes] = [b""]
+        self.specials: list[tuple[int, bytes, bytes]] = []
+        self.kept_end = 0  # parts[1:kept_end] are the client's forwarded headers
         self.trailers: list[tuple[bytes, bytes]] | None = None
         self.head = b""  # rewritten request head for the backend
         self.ready = False  # headers parsed and validated
@@ -165,9 +184,13 @@ class Exchange:
     # -- RequestContext --
 
     def header(self, name: bytes) -> bytes | None:
-        for hname, value in self.headers:
+        for _, hname, value in self.specials:
             if hname.lower() == name:
                 return value
+        parts = self.parts
+        for i in range(1, self.kept_end, 4):
+            if parts[i].lower() == name:
+                return parts[i + 2]
         return None
 
     # -- request side --
@@ -187,7 +210,7 @@ class Exchange:
         if runtime.shedding:
             self.fail(503, "node unhealthy", "shed")
             return
-        backend = pool.pool.select(self)
+        backend = pool.pool.balancer.select(self)
         if backend is None:
             if pool.config.queue_timeout > 0 and pool.pool.selectable and pool.enqueue(self):
                 # Every candidate is at its max_connections: wait for a slot (HAProxy's
@@ -222,14 +245,16 @@ class Exchange:
         pool.pool.on_start(backend)
         pool.active += 1
         self.counted = True
-        conn = upstream.acquire_idle()
-        if conn is not None:
-            self.reused = True
-            self.connect_time = 0.0
-            self._attach(conn)
-        else:
-            self.reused = False
-            self.client.runtime.loop.create_task(self._connect(upstream))
+        idle = upstream.idle
+        while idle:
+            conn = idle.pop()  # LIFO: the warmest connection
+            if not conn.closed:
+                self.reused = True
+                self.connect_time = 0.0
+                self._attach(conn)
+                return
+        self.reused = False
+        self.client.runtime.loop.create_task(self._connect(upstream))
 
     async def _connect(self, upstream: UpstreamPool) -> None:
         runtime = self.client.runtime
@@ -283,6 +308,10 @@ class Exchange:
         choice = pool.pool.select(self)
         if choice is failed and len(pool.pool.selectable) > 1:
             choice = pool.pool.select(self)  # prefer another backend
+        if choice is None or choice is failed:
+            standby = pool.pool.retry_fallback  # the failover machine's next in line
+            if standby is not None and standby is not failed and not standby.full:
+                choice = standby
         if choice is None:
             return False
         if log.isEnabledFor(logging.INFO):
@@ -314,7 +343,8 @@ class Exchange:
         if self.body_buffer:
             transport.writelines(self.body_buffer)
             self.body_buffer = None
-        client.resume_reading_for(PAUSE_WAITING)
+        if client._paused & PAUSE_WAITING:
+            client.resume_reading_for(PAUSE_WAITING)
         if self.request_complete:
             if self.chunked_in:
                 transport.write(self._trailer_block(self.trailers))
@@ -374,8 +404,11 @@ class Exchange:
     # -- response side (called by UpstreamConnection) --
 
     def on_response_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+        self, status: int, reason: bytes, parts: list[bytes], specials: list[tuple[int, bytes]]
     ) -> None:
+        """The backend's response head: `parts` are its forwarded headers from index 1
+        (index 0 is for the status line), `specials` the (kind, value) of its framing,
+        Connection and Upgrade headers (see headers.py)."""
         client = self.client
         runtime = client.runtime
         if status in _RETRY_STATUSES and self.replay is not None and self.conn is not None:
@@ -397,19 +430,37 @@ class Exchange:
         self.status = status
         self.header_time = runtime.loop.time() - self.start
         self.response_started = True
-        upgrade = status == 101 and self.upgrade
-        kept, content_length, chunked = filter_response_headers(headers, keep_upgrade=upgrade)
-        parts = [b"HTTP/1.1 %d " % status, reason, _CRLF]
-        for name, value in kept:
-            parts += (name, b": ", value, _CRLF)
-        if upgrade:
+        content_length: bytes | None = None
+        chunked = False
+        connection: list[bytes] | None = None
+        upgrade_value: bytes | None = None
+        for kind, value in specials:
+            if kind == CONTENT_LENGTH:
+                content_length = value
+            elif kind == CONNECTION:
+                if connection is None:
+                    connection = [value]
+                else:
+                    connection.append(value)
+            elif kind == TRANSFER_ENCODING:
+                chunked = True
+            elif kind == UPGRADE:
+                upgrade_value = value
+        if connection is not None:
+            named = connection_named(connection)
+            if named:
+                drop_named(parts, 1, named)
+        parts[0] = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if status == 101 and self.upgrade:
+            if upgrade_value is not None:
+                parts += (b"Upgrade: ", upgrade_value, CRLF)
             parts.append(b"Connection: upgrade\r\n")
         else:
             if self.upgrade:
                 self.close_after = True  # the client may already be sending upgraded bytes
             no_body = self.is_head or status == 204 or status == 304
             if content_length is not None:
-                parts += (b"Content-Length: ", content_length, _CRLF)
+                parts += (b"Content-Length: ", content_length, CRLF)
             elif not no_body:
                 self.read_to_close = not chunked
                 if self.http10:
@@ -426,19 +477,11 @@ class Exchange:
         parts += (b"X-Request-ID: ", self.request_id, b"\r\n\r\n")
         self.out = [b"".join(parts)]  # one buffer: the kernel copies one iovec, not 25
         if self.is_head:
-            conn = self.conn
-            assert conn is not None
-            keep_alive = conn.keep_alive()
-            conn.finish_head_response()
-            self._complete(conn, keep_alive, None)
-
-    def on_response_body(self, body: bytes) -> None:
-        self.bytes_out += len(body)
-        if self.chunked_out:
-            if body:
-                self.out += (b"%x\r\n" % len(body), body, _CRLF)
-        else:
-            self.out.append(body)
+            head_conn = self.conn
+            assert head_conn is not None
+            keep_alive = head_conn.keep_alive()
+            head_conn.finish_head_response()
+            self.complete(head_conn, keep_alive, None)
 
     def flush(self) -> None:
         """Write what the response has produced so far (the upstream calls this after
@@ -449,22 +492,22 @@ class Exchange:
             if not self.client.closed:
                 self.client.transport.writelines(out)
 
-    def on_response_complete(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
-        conn = self.conn
-        if conn is not None:
-            self._complete(conn, conn.keep_alive(), trailers)
-
-    def _complete(
+    def complete(
         self,
         conn: UpstreamConnection,
         keep_alive: bool,
         trailers: list[tuple[bytes, bytes]] | None,
     ) -> None:
+        """The response ended (`conn`'s parser says whether it may be reused)."""
         client = self.client
         self.conn = None
+        out = self.out
         if self.chunked_out:
-            self.out.append(self._trailer_block(trailers))
-        self.flush()
+            out.append(self._trailer_block(trailers))
+        if out:
+            self.out = []
+            if not client.closed:
+                client.transport.writelines(out)
         upstream = self.upstream
         assert upstream is not None
         if self.request_complete and keep_alive and not conn.closed:
@@ -515,6 +558,7 @@ class Exchange:
             backend = self.backend
             assert backend is not None
             self._finish_backend(ok=True)
+            self.attempts -= 1  # a dead pooled connection is not an attempt on the backend
             self._use(backend)
             return
         backend = self.backend
@@ -541,7 +585,7 @@ class Exchange:
                 self.retrying = False
                 pool.retries_active -= 1
             report = runtime.passive_report
-            if report is not None:
+            if report is not None and pool.passive:
                 report(backend, ok, self.status if ok else None)
             if pool.waiters:
                 pool.wake_waiters()
@@ -610,10 +654,10 @@ class ClientProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if len(runtime.connections) >= runtime.connection_limit:
-            transport.write(
+            self.transport.write(
                 error_response(503, runtime.next_request_id(), "too many connections", close=True)
             )
-            transport.close()
+            self.transport.close()
             self.closed = True
             return
         runtime.connections.add(self)
@@ -760,15 +804,24 @@ class ClientProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         exchange = self.current
         assert exchange is not None
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.runtime.cfg.limits.max_header_bytes:
+        size = self._header_bytes + len(name) + len(value) + 4
+        self._header_bytes = size
+        if size > self.runtime.cfg.limits.max_header_bytes:
             raise BadRequest(431, "request header fields too large")
         if exchange.ready:
             if exchange.trailers is None:
                 exchange.trailers = []
             exchange.trailers.append((name, value))
-        else:
-            exchange.headers.append((name, value))
+            return
+        kind = request_kind_cached(name)
+        if kind is None:
+            kind = request_kind(name)
+        if kind == KEEP:
+            exchange.parts += (name, SEP, value, CRLF)
+        elif kind != DROP:
+            exchange.specials.append((kind, name, value))
+            if kind == HOST:  # read by the proxy, and forwarded as received
+                exchange.parts += (name, SEP, value, CRLF)
 
     def on_headers_complete(self) -> None:
         exchange = self.current
@@ -776,42 +829,49 @@ class ClientProtocol(asyncio.Protocol):
         runtime = self.runtime
         parser = self.parser
         version = parser.get_http_version()
-        if version[0] != "1":
-            if version == "0.9":  # llhttp's reading of a request line with no version
+        if version != "1.1":
+            if version == "1.0":
+                exchange.http10 = True
+            elif version == "0.9":  # llhttp's reading of a request line with no version
                 raise BadRequest(400, "missing HTTP version")
-            raise BadRequest(505, "HTTP version not supported")
-        exchange.http10 = version == "1.0"
+            else:
+                raise BadRequest(505, "HTTP version not supported")
         exchange.method = method = parser.get_method()
         exchange.is_head = method == b"HEAD"
         exchange.keep_alive = parser.should_keep_alive() and not runtime.draining
         upgrade = parser.should_upgrade()
-        parsed = RequestHeaders(exchange.headers)
-        if parsed.host is None and not exchange.http10:
+        meta = RequestMeta(exchange.specials)
+        if meta.host is None and not exchange.http10:
             raise BadRequest(400, "missing Host header")
-        exchange.expect_continue = parsed.expect_continue and not exchange.http10
-        limits = runtime.cfg.limits
-        if parsed.content_length is not None:
-            length = int(parsed.content_length)
-            if limits.max_body_bytes and length > limits.max_body_bytes:
+        parts = exchange.parts
+        if meta.connection is not None:
+            named = meta.named_by_connection()
+            if named:
+                drop_named(parts, 1, named)
+        exchange.kept_end = len(parts)
+        exchange.expect_continue = meta.expect_continue and not exchange.http10
+        if meta.content_length is not None:
+            max_body = runtime.cfg.limits.max_body_bytes
+            if max_body and int(meta.content_length) > max_body:
                 raise BadRequest(413, "request body too large")
-            framing = b"Content-Length: " + parsed.content_length + _CRLF
-        elif parsed.chunked and not upgrade:
+            framing = b"Content-Length: " + meta.content_length + CRLF
+        elif meta.chunked and not upgrade:
             exchange.chunked_in = True
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
             framing = b""  # no body (llhttp reads none without a length or chunked)
         if method in _IDEMPOTENT:
             exchange.replay = []
-        exchange.request_id = parsed.xrid or runtime.next_request_id()
-        host = parsed.host
-        exchange.pool = pool = runtime.route(host, exchange.url)
+        exchange.request_id = request_id = meta.xrid or runtime.next_request_id()
+        url = exchange.url
+        exchange.pool = pool = runtime.route(meta.host, url)
         exchange.head = build_request_head(
-            method,
-            exchange.url,
-            parsed,
+            b"%s %s HTTP/1.1\r\n" % (method, url),
+            parts,
+            meta,
             client_ip=self.peer_ip_bytes,
             proto=self.proto,
-            request_id=exchange.request_id,
+            request_id=request_id,
             framing=framing,
             default_host=pool.default_host if pool is not None else b"localhost",
             upgrade=upgrade,
@@ -901,17 +961,18 @@ class ClientProtocol(asyncio.Protocol):
         if exchange.close_after or not exchange.keep_alive or (self._eof and not queue):
             self.close()
             return
-        self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
-        if queue:
-            if len(queue) == 1:
+        if self._paused:
+            self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
+            if len(queue) <= 1:
                 self.resume_reading_for(PAUSE_PIPELINE)
+        if queue:
             queue[0].dispatch()
             return
-        self.resume_reading_for(PAUSE_PIPELINE)
         if self.current is not None:
             self.set_deadline(T_HEADER)
         else:
-            self.set_deadline(T_IDLE)
+            self.timeout_kind = T_IDLE
+            self.deadline = self.runtime.loop.time() + self.runtime.cfg.timeouts.idle
             if self.runtime.draining:
                 self.close()
 

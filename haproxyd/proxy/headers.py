@@ -6,39 +6,98 @@ are set, `Via` is appended to and an `X-Request-ID` is added when absent. Framin
 headers are rebuilt by the proxy, never copied, so that what the backend sees is exactly
 what the proxy parsed (a smuggling defence: no second interpretation downstream).
 
-Everything works on `bytes` as httptools hands them over; names are compared in lower
-case. One pass over the header list per message, no dict built per request.
+The hot path is one callback per header from httptools. There, a header is classified
+by one dict lookup on its name as received (`request_kind` / `response_kind`, cached
+per spelling, so `Content-Type` is lower-cased once per process, not once per request):
+an ordinary header is appended at once to the outgoing head (`parts`, a list of byte
+strings joined once), and only the few the proxy acts on ("specials": Host, Connection,
+framing, forwarding headers) are set aside, as `(kind, name, value)`, for one pass when
+the head is complete. No dict and no per-header tuple list is built per request.
 """
 
 from __future__ import annotations
 
-# RFC 9110 §7.6.1 plus the legacy ones every proxy strips. Content-Length is not
-# hop-by-hop but the proxy rebuilds it from its own parse, so it is dropped here too.
-HOP_BY_HOP: frozenset[bytes] = frozenset(
-    {
-        b"connection",
-        b"proxy-connection",
-        b"keep-alive",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"trailer",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    }
-)
-_REQUEST_DROPPED: frozenset[bytes] = HOP_BY_HOP | {
-    b"content-length",
-    b"expect",  # the proxy answers 100-continue itself
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-}
-_RESPONSE_DROPPED: frozenset[bytes] = HOP_BY_HOP | {b"content-length"}
-
-# Tokens of `Connection` that name no header to remove.
-_CONNECTION_OPTIONS: frozenset[bytes] = frozenset({b"close", b"keep-alive", b"upgrade"})
+from collections.abc import Iterable
 
 VIA_TOKEN = b"1.1 haproxyd"
+SEP = b": "
+CRLF = b"\r\n"
+
+# Header kinds. KEEP is forwarded as received; DROP is removed (hop-by-hop, or rebuilt
+# by the proxy); the others are specials, read when the head is complete.
+KEEP = 0
+DROP = 1
+HOST = 2
+CONNECTION = 3
+TRANSFER_ENCODING = 4
+CONTENT_LENGTH = 5
+EXPECT = 6
+UPGRADE = 7
+X_FORWARDED_FOR = 8
+VIA = 9
+X_REQUEST_ID = 10
+
+# RFC 9110 §7.6.1 plus the legacy ones every proxy strips.
+_HOP_BY_HOP = (
+    b"proxy-connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+)
+_REQUEST_KINDS_LOWER: dict[bytes, int] = {
+    **dict.fromkeys(_HOP_BY_HOP, DROP),
+    b"x-forwarded-proto": DROP,  # set by the proxy
+    b"x-forwarded-host": DROP,
+    b"host": HOST,
+    b"connection": CONNECTION,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"content-length": CONTENT_LENGTH,
+    b"expect": EXPECT,  # the proxy answers 100-continue itself
+    b"upgrade": UPGRADE,
+    b"x-forwarded-for": X_FORWARDED_FOR,
+    b"via": VIA,
+    b"x-request-id": X_REQUEST_ID,
+}
+_RESPONSE_KINDS_LOWER: dict[bytes, int] = {
+    **dict.fromkeys(_HOP_BY_HOP, DROP),
+    b"connection": CONNECTION,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"content-length": CONTENT_LENGTH,
+    b"upgrade": UPGRADE,
+}
+
+# Spellings seen so far -> kind. Bounded: past the limit (a peer inventing names) a new
+# spelling is classified without being remembered.
+_CACHE_LIMIT = 4096
+_request_cache: dict[bytes, int] = {}
+_response_cache: dict[bytes, int] = {}
+request_kind_cached = _request_cache.get  # the hot path's lookup; None on a miss
+response_kind_cached = _response_cache.get
+
+
+def request_kind(name: bytes) -> int:
+    """The kind of request header `name` (any case); remembers the spelling."""
+    kind = _REQUEST_KINDS_LOWER.get(name.lower(), KEEP)
+    if len(_request_cache) < _CACHE_LIMIT:
+        _request_cache[name] = kind
+    return kind
+
+
+def response_kind(name: bytes) -> int:
+    """The kind of response header `name` (any case); remembers the spelling."""
+    kind = _RESPONSE_KINDS_LOWER.get(name.lower(), KEEP)
+    if len(_response_cache) < _CACHE_LIMIT:
+        _response_cache[name] = kind
+    return kind
+
+
+# `Connection` values that name no header to remove, in the spellings peers send.
+_PLAIN_CONNECTION = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
+)
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
 class BadRequest(Exception):
@@ -50,32 +109,32 @@ class BadRequest(Exception):
         self.reason = reason
 
 
-def connection_tokens(values: list[bytes]) -> set[bytes]:
+def connection_named(values: Iterable[bytes]) -> set[bytes]:
+    """Header names (lower case) that `Connection` values list for removal."""
     tokens: set[bytes] = set()
     for value in values:
+        if value in _PLAIN_CONNECTION:
+            continue
         for token in value.split(b","):
             token = token.strip().lower()
-            if token:
+            if token and token not in _CONNECTION_OPTIONS:
                 tokens.add(token)
     return tokens
 
 
-def drop_connection_named(
-    kept: list[tuple[bytes, bytes]], connection: list[bytes]
-) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
-    """Remove the headers that `Connection` names (they are hop-by-hop too); returns
-    the remaining headers and the names removed."""
-    tokens = connection_tokens(connection) - _CONNECTION_OPTIONS if connection else set()
-    if tokens:
-        kept = [(n, v) for n, v in kept if n.lower() not in tokens]
-    return kept, tokens
+def drop_named(parts: list[bytes], start: int, names: set[bytes]) -> None:
+    """Remove from `parts` (name, ": ", value, CRLF groups from index `start`) every
+    header whose lower-case name is in `names`. Only when `Connection` lists extension
+    headers, which is rare: the common path never comes here."""
+    kept = parts[:start]
+    for i in range(start, len(parts) - 3, 4):
+        if parts[i].lower() not in names:
+            kept += parts[i : i + 4]
+    parts[:] = kept
 
 
-class RequestHeaders:
-    """What the proxy needs from a request's header list, collected in one pass.
-
-    `kept` holds the headers to forward, in order, without the dropped ones.
-    """
+class RequestMeta:
+    """What the proxy needs from a request's special headers, read in one pass."""
 
     __slots__ = (
         "chunked",
@@ -83,76 +142,68 @@ class RequestHeaders:
         "content_length",
         "expect_continue",
         "host",
-        "kept",
         "upgrade",
         "via",
         "xff",
         "xrid",
     )
 
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        kept: list[tuple[bytes, bytes]] = []
-        host: bytes | None = None
-        hosts = 0
-        xff: list[bytes] = []
-        via: list[bytes] = []
-        connection: list[bytes] = []
-        xrid: bytes | None = None
-        upgrade: bytes | None = None
-        content_length: bytes | None = None
-        expect_continue = False
-        chunked = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _REQUEST_DROPPED:
-                if lname == b"transfer-encoding":
-                    chunked = True  # llhttp accepts only `chunked` as the final coding
-                elif lname == b"connection":
-                    connection.append(value)
-                elif lname == b"upgrade":
-                    upgrade = value
-                elif lname == b"content-length":
-                    content_length = value
-                elif lname == b"expect":
-                    if value.strip().lower() != b"100-continue":
-                        raise BadRequest(417, "unsupported Expect")
-                    expect_continue = True
-                continue
-            if lname == b"host":
-                hosts += 1
-                host = value
-            elif lname == b"x-forwarded-for":
-                xff.append(value)
-                continue
-            elif lname == b"via":
-                via.append(value)
-                continue
-            elif lname == b"x-request-id":
-                if xrid is None:
-                    xrid = value
-                continue
-            kept.append((name, value))
-        if hosts > 1:
-            raise BadRequest(400, "more than one Host header")
-        kept, dropped = drop_connection_named(kept, connection)
-        if host is not None and b"host" in dropped:
+    def __init__(self, specials: list[tuple[int, bytes, bytes]]) -> None:
+        self.host: bytes | None = None
+        self.xff: list[bytes] | None = None
+        self.via: list[bytes] | None = None
+        self.xrid: bytes | None = None
+        self.connection: list[bytes] | None = None
+        self.upgrade: bytes | None = None
+        self.content_length: bytes | None = None
+        self.chunked = False
+        self.expect_continue = False
+        for kind, _, value in specials:
+            if kind == HOST:
+                if self.host is not None:
+                    raise BadRequest(400, "more than one Host header")
+                self.host = value
+            elif kind == CONNECTION:
+                if self.connection is None:
+                    self.connection = [value]
+                else:
+                    self.connection.append(value)
+            elif kind == X_FORWARDED_FOR:
+                if self.xff is None:
+                    self.xff = [value]
+                else:
+                    self.xff.append(value)
+            elif kind == VIA:
+                if self.via is None:
+                    self.via = [value]
+                else:
+                    self.via.append(value)
+            elif kind == X_REQUEST_ID:
+                if self.xrid is None:
+                    self.xrid = value
+            elif kind == TRANSFER_ENCODING:
+                self.chunked = True  # llhttp accepts only `chunked` as the final coding
+            elif kind == CONTENT_LENGTH:
+                self.content_length = value
+            elif kind == UPGRADE:
+                self.upgrade = value
+            elif kind == EXPECT:
+                if value.strip().lower() != b"100-continue":
+                    raise BadRequest(417, "unsupported Expect")
+                self.expect_continue = True
+
+    def named_by_connection(self) -> set[bytes]:
+        """Headers `Connection` asks to remove; refuses a request that names Host."""
+        names = connection_named(self.connection) if self.connection else set()
+        if b"host" in names and self.host is not None:
             raise BadRequest(400, "Connection names Host")
-        self.kept = kept
-        self.host = host
-        self.xff = xff
-        self.via = via
-        self.xrid = xrid
-        self.connection = connection
-        self.upgrade = upgrade
-        self.content_length = content_length
-        self.chunked = chunked
-        self.expect_continue = expect_continue
+        return names
 
 
 def build_request_head(
-    method: bytes,
-    url: bytes,
-    parsed: RequestHeaders,
+    request_line: bytes,
+    parts: list[bytes],
+    meta: RequestMeta,
     *,
     client_ip: bytes,
     proto: bytes,
@@ -161,51 +212,26 @@ def build_request_head(
     default_host: bytes,
     upgrade: bool,
 ) -> bytes:
-    """The request line and headers to send to a backend (always HTTP/1.1)."""
-    parts = [method, b" ", url, b" HTTP/1.1\r\n"]
-    for name, value in parsed.kept:
-        parts += (name, b": ", value, b"\r\n")
-    if parsed.host is None:
-        parts += (b"Host: ", default_host, b"\r\n")
+    """The head to send to a backend (always HTTP/1.1). `parts` holds the forwarded
+    headers from index 1, those named by `Connection` already removed; index 0 is
+    overwritten with `request_line`."""
+    parts[0] = request_line
+    host = meta.host
+    if host is None:
+        parts += (b"Host: ", default_host, CRLF)
     else:
-        parts += (b"X-Forwarded-Host: ", parsed.host, b"\r\n")
-    if parsed.xff:
-        parts += (b"X-Forwarded-For: ", b", ".join(parsed.xff), b", ", client_ip, b"\r\n")
+        parts += (b"X-Forwarded-Host: ", host, CRLF)
+    if meta.xff:
+        parts += (b"X-Forwarded-For: ", b", ".join(meta.xff), b", ", client_ip, CRLF)
     else:
-        parts += (b"X-Forwarded-For: ", client_ip, b"\r\n")
-    parts += (b"X-Forwarded-Proto: ", proto, b"\r\n")
-    if parsed.via:
-        parts += (b"Via: ", b", ".join(parsed.via), b", ", VIA_TOKEN, b"\r\n")
+        parts += (b"X-Forwarded-For: ", client_ip, CRLF)
+    parts += (b"X-Forwarded-Proto: ", proto, CRLF)
+    if meta.via:
+        parts += (b"Via: ", b", ".join(meta.via), b", ", VIA_TOKEN, CRLF)
     else:
-        parts += (b"Via: ", VIA_TOKEN, b"\r\n")
-    parts += (b"X-Request-ID: ", request_id, b"\r\n")
+        parts.append(b"Via: 1.1 haproxyd\r\n")
+    parts += (b"X-Request-ID: ", request_id, CRLF)
     if upgrade:
-        parts += (b"Connection: upgrade\r\nUpgrade: ", parsed.upgrade or b"", b"\r\n")
-    parts += (framing, b"\r\n")
+        parts += (b"Connection: upgrade\r\nUpgrade: ", meta.upgrade or b"", CRLF)
+    parts += (framing, CRLF)
     return b"".join(parts)
-
-
-def filter_response_headers(
-    headers: list[tuple[bytes, bytes]], *, keep_upgrade: bool
-) -> tuple[list[tuple[bytes, bytes]], bytes | None, bool]:
-    """Response headers to forward, the backend's Content-Length (if any) and whether
-    its body was chunked."""
-    kept: list[tuple[bytes, bytes]] = []
-    connection: list[bytes] = []
-    content_length: bytes | None = None
-    chunked = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname in _RESPONSE_DROPPED:
-            if lname == b"connection":
-                connection.append(value)
-            elif lname == b"content-length":
-                content_length = value
-            elif lname == b"transfer-encoding":
-                chunked = True
-            elif keep_upgrade and lname == b"upgrade":
-                kept.append((name, value))
-            continue
-        kept.append((name, value))
-    kept, _ = drop_connection_named(kept, connection)
-    return kept, content_length, chunked

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
+from haproxyd.balancer.base import Balancer
 from haproxyd.balancer.base import create as create_balancer
-from haproxyd.balancer.state import Backend, BackendState, Pool
+from haproxyd.balancer.regions import RegionBalancer
+from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSet, Pool
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.upstream import UpstreamPool
@@ -61,6 +63,7 @@ class PoolRuntime:
         self.pool = pool
         self.upstreams: dict[str, UpstreamPool] = {}
         self.default_host = b"localhost"
+        self.passive = config.passive is not None  # report outcomes to outlier detection
         self.active = 0  # requests in flight on this pool's backends (this process)
         self.retries_active = 0  # of which retries
         self.retries_total = 0
@@ -133,7 +136,7 @@ class ProxyRuntime:
         pools: dict[str, PoolRuntime] = {}
         for name, pool_cfg in cfg.pools.items():
             previous = old_pools.get(name)
-            pools[name] = self._build_pool(name, pool_cfg, previous)
+            pools[name] = self._build_pool(name, pool_cfg, previous, node_region=cfg.node.region)
         for name, previous in old_pools.items():
             if name not in pools:
                 for upstream in previous.upstreams.values():
@@ -150,10 +153,19 @@ class ProxyRuntime:
         self._open_access_log(cfg)
         self._configure_resolver(cfg)
 
-    def sync_pool(self, name: str, items: list[dict[str, Any]], selectable: list[str]) -> None:
+    def sync_pool(
+        self,
+        name: str,
+        items: list[dict[str, Any]],
+        selectable: list[str],
+        *,
+        fallback: str | None = None,
+        panic: bool = False,
+    ) -> None:
         """Make pool `name` mirror the master's: membership, state and weights of every
-        backend, and the exact selectable set (the failover decision), in one refresh.
-        A worker process calls this for every state message from the master."""
+        backend, and the exact selectable set (the failover decision, with its panic
+        flag and retry fallback), in one refresh. A worker process calls this for every
+        state message from the master."""
         pool_runtime = self.pools.get(name)
         if pool_runtime is None:
             return
@@ -179,8 +191,7 @@ class ProxyRuntime:
             if upstream is not None:
                 upstream.close()
         pool.backends = wanted
-        order = tuple(selectable)
-        pool.set_active_filter(lambda p: tuple(p.backends[i] for i in order if i in p.backends))
+        pool.set_active_filter(_mirror(tuple(selectable), fallback, panic))
 
     def _new_upstream(self, pool_runtime: PoolRuntime, backend: Backend) -> UpstreamPool:
         keepalive = pool_runtime.config.keepalive
@@ -192,8 +203,26 @@ class ProxyRuntime:
             resolver=self.resolver,
         )
 
-    def _build_pool(self, name: str, cfg: PoolConfig, previous: PoolRuntime | None) -> PoolRuntime:
-        balancer = create_balancer(cfg.balancer.algorithm, **balancer_options(cfg))
+    def _build_pool(
+        self,
+        name: str,
+        cfg: PoolConfig,
+        previous: PoolRuntime | None,
+        *,
+        node_region: str | None = None,
+    ) -> PoolRuntime:
+        options = balancer_options(cfg)
+        if cfg.regions is not None:
+            # Per-request region routing: built from config in every process (workers
+            # too), one inner balancer of the pool's algorithm per region.
+            algorithm = cfg.balancer.algorithm
+            balancer: Balancer = RegionBalancer(
+                lambda: create_balancer(algorithm, **options),
+                cfg.regions,
+                node_region=node_region,
+            )
+        else:
+            balancer = create_balancer(cfg.balancer.algorithm, **options)
         old_backends = previous.pool.backends if previous else {}
         backends: list[Backend] = []
         for bcfg in cfg.backends:
@@ -214,7 +243,11 @@ class ProxyRuntime:
             else:
                 backend = _new_backend(bcfg)
             backends.append(backend)
-        pool = Pool(name, balancer, backends)
+        # The previous pool's active filter (the failover machine, or a worker's mirror
+        # of the master's decision) carries over, so the rebuilt pool never serves by
+        # the default rule in between.
+        active_filter = previous.pool.active_filter if previous is not None else None
+        pool = Pool(name, balancer, backends, active_filter=active_filter)
         for callback in self.pool_listeners:
             pool.add_listener(callback)
         runtime = PoolRuntime(name, cfg, pool)
@@ -460,9 +493,26 @@ def backend_state_message(pool: Pool) -> dict[str, Any]:
             item[field] = getattr(backend, field)
         item["state"] = backend.state.value
         items.append(item)
+    fallback = pool.retry_fallback
     return {
         "op": "pool",
         "pool": pool.name,
         "backends": items,
         "selectable": [b.id for b in pool.selectable],
+        "panic": pool.panic,
+        "fallback": fallback.id if fallback is not None else None,
     }
+
+
+def _mirror(order: tuple[str, ...], fallback: str | None, panic: bool) -> ActiveFilter:
+    """A worker's active filter: exactly the master's decision, by backend id."""
+
+    def rule(pool: Pool) -> tuple[Backend, ...]:
+        chosen = tuple(pool.backends[i] for i in order if i in pool.backends)
+        if panic:
+            return PanicSet(chosen)
+        if fallback is not None:
+            pool.retry_fallback = pool.backends.get(fallback)
+        return chosen
+
+    return rule

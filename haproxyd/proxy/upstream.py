@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from haproxyd.balancer.state import Backend
+from haproxyd.proxy.headers import CRLF, DROP, KEEP, SEP, response_kind, response_kind_cached
 
 if TYPE_CHECKING:
     from haproxyd.proxy.client import Exchange
@@ -34,8 +35,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_got_bytes",
-        "_headers",
+        "_parts",
         "_reason",
+        "_specials",
+        "_trailers",
         "closed",
         "exchange",
         "idle_since",
@@ -55,7 +58,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0  # requests sent on this connection
         self.closed = False
         self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
-        self._headers: list[tuple[bytes, bytes]] = []
+        # The response head being parsed, as the client will get it: [status line, then
+        # name, ": ", value, CRLF per forwarded header]; None once the head is complete
+        # (header callbacks are then trailers). `_specials`: (kind, value) of the
+        # headers the proxy acts on (framing, Connection, Upgrade).
+        self._parts: list[bytes] | None = None
+        self._specials: list[tuple[int, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] | None = None
         self._reason = b""
         self._got_bytes = False  # any byte of the current response received
 
@@ -121,27 +130,51 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks --
 
     def on_message_begin(self) -> None:
-        self._headers = []
+        self._parts = [b""]
+        self._specials = []
+        self._trailers = None
         self._reason = b""
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        parts = self._parts
+        if parts is None:
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name, value))
+            return
+        kind = response_kind_cached(name)
+        if kind is None:
+            kind = response_kind(name)
+        if kind == KEEP:
+            parts += (name, SEP, value, CRLF)
+        elif kind != DROP:
+            self._specials.append((kind, value))
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         status = self.parser.get_status_code()
         if exchange is None or (100 <= status < 200 and status != 101):
             return  # interim responses (103 Early Hints...) are not forwarded
-        exchange.on_response_head(status, self._reason, self._headers)
-        self._headers = []  # trailers, if any, collect afresh
+        parts = self._parts
+        assert parts is not None
+        self._parts = None  # what follows the body is trailers
+        exchange.on_response_head(status, self._reason, parts, self._specials)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         if exchange is not None:
-            exchange.on_response_body(body)
+            # Into the exchange's `out` (written by `Exchange.flush` after this read):
+            # done here rather than by a call to the exchange, since it runs for every
+            # read of every response body.
+            exchange.bytes_out += len(body)
+            if exchange.chunked_out:
+                if body:
+                    exchange.out += (b"%x\r\n" % len(body), body, CRLF)
+            else:
+                exchange.out.append(body)
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
@@ -151,7 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Interim responses are skipped; a 101 ends in HttpParserUpgrade, which
             # turns this connection into a tunnel (see data_received).
             return
-        exchange.on_response_complete(self._headers)
+        exchange.complete(self, self.parser.should_keep_alive(), self._trailers)
 
     # -- used by the exchange --
 
@@ -232,7 +265,11 @@ class UpstreamPool:
                 # server-template): new connections rotate over them.
                 self._next_address += 1
                 host = addresses[self._next_address % len(addresses)]
-        _, conn = await loop.create_connection(lambda: UpstreamConnection(self), host, port)
+        _, conn = await loop.create_connection(
+            lambda: UpstreamConnection(self),  # type: ignore[type-var]  # a duck-typed Protocol
+            host,
+            port,
+        )
         self.open += 1
         return conn
 

@@ -47,11 +47,12 @@ def pattern_sha256(size: int) -> str:
     return digest.hexdigest()
 
 
-def bound_socket() -> socket.socket:
-    """A listening socket on 127.0.0.1 with a port chosen by the kernel (no race)."""
+def bound_socket(port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.1 with a port chosen by the kernel (no race), or
+    on `port` (a backend restarted where it was)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -175,6 +176,8 @@ class Backend(_Recorder):
     # --- lifecycle (called from the test thread) -------------------------------------
 
     def start(self) -> Backend:
+        """Start listening: on a kernel-chosen port the first time, on the same port
+        again after `stop()` (a backend that was killed and comes back)."""
         self._loop.run(self._start())
         return self
 
@@ -197,7 +200,7 @@ class Backend(_Recorder):
             app, handle_signals=False, access_log=None, shutdown_timeout=0.2
         )
         await self._runner.setup()
-        sock = bound_socket()
+        sock = bound_socket(self.port)
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
 

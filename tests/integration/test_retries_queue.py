@@ -6,10 +6,12 @@ them, so each test can tell where a request went and how many times."""
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import pytest
 from helpers.asserts import assert_proxy_error
 from helpers.backends import RawReply
+from helpers.daemon import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,3 +150,36 @@ def test_queued_request_is_served_when_a_slot_frees(backend, daemon):
         assert second.result(timeout=10) == 200
     targets = [r.target for r in slow.requests]
     assert targets.index("/echo?waited") > targets.index("/slow?ms=500")
+
+
+def test_post_that_could_not_be_sent_goes_to_another_backend(backend, daemon):
+    """A connect failure means nothing was sent: any method may be redispatched."""
+    good = backend("good")
+    dead = {"id": "dead", "address": f"127.0.0.1:{free_port()}"}
+    d = daemon([dead, good], extra={"pools": {"web": {"retries": {"attempts": 2}}}})
+    got = statuses(d, "POST", [f"/order/{i}" for i in range(4)], body=b"buy 1")
+    assert got == [200] * 4, got
+    posts = sorted(r.target for r in good.requests if r.method == "POST")
+    assert posts == [f"/order/{i}" for i in range(4)]  # each exactly once
+    assert any(e["attempts"] >= 2 for e in d.access_log(4)), "no POST met the dead backend"
+
+
+def test_the_same_backend_is_retried_only_after_a_pause(raw_backend, daemon):
+    """With no other backend, the retry waits min(connect timeout, 1 s) first (a lower
+    bound only: the proxy may be slower, never faster)."""
+    seen: list[float] = []
+
+    def first_503(rec):
+        seen.append(time.monotonic())
+        return RawReply(UNAVAILABLE if len(seen) == 1 else OK, close=False)
+
+    only = raw_backend(first_503, backend_id="only")
+    d = daemon(
+        [only],
+        timeouts={"connect": "400ms"},
+        extra={"pools": {"web": {"retries": {"attempts": 1}}}},
+    )
+    with d.conn(timeout=10) as c:
+        assert c.request("GET", "/x").status == 200
+    assert len(seen) == 2, seen
+    assert seen[1] - seen[0] >= 0.4 - 0.02, seen
