@@ -1,0 +1,265 @@
+"""docker-compose.ha.yml without a Docker engine: valid against the Compose
+specification's JSON schema (vendored in data/, see data/README.md), every file it
+references exists, and its parts agree with each other (the node configs name the
+compose services they talk to, Prometheus scrapes the nodes' admin ports, Grafana's
+provisioning points at the mounted dashboard)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from haproxyd.config import load_config
+from haproxyd.config.types import parse_address
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.ha.yml"
+SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+CONFIG_TARGET = "/etc/haproxyd/haproxyd.yaml"
+
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def validator() -> jsonschema.Draft7Validator:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    # The schema says draft-07 with a URI spelling ("https://...draft-07/schema", no
+    # "#") that jsonschema does not look up, so the draft is named here.
+    assert "draft-07" in schema["$schema"]
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_compose_file_matches_the_compose_spec_schema() -> None:
+    errors = sorted(validator().iter_errors(COMPOSE), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{e.json_path}: {e.message[:300]}" for e in errors)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"services": {"web": {"image": "x", "restart_policy": "always"}}},  # unknown key
+        {"services": {"web": {"image": "x", "ports": {"8080": 80}}}},  # not a list
+        {"services": {"web": {"image": "x", "depends_on": {"db": {"condition": "up"}}}}},
+        {"servics": {}},
+    ],
+)
+def test_schema_rejects_what_compose_would_reject(broken: dict[str, Any]) -> None:
+    assert list(validator().iter_errors(broken))
+
+
+# -- referenced files ---------------------------------------------------------------------
+
+
+def _is_host_path(source: str) -> bool:
+    return source.startswith((".", "/", "~"))
+
+
+def referenced_paths() -> list[tuple[str, Path]]:
+    """(where, host path) for every file or directory the compose file refers to."""
+    refs: list[tuple[str, Path]] = []
+    for name, service in SERVICES.items():
+        build = service.get("build")
+        if isinstance(build, str):
+            build = {"context": build}
+        if isinstance(build, dict):
+            context = REPO / build.get("context", ".")
+            refs.append((f"{name}.build.context", context))
+            dockerfile = context / build.get("dockerfile", "Dockerfile")
+            refs.append((f"{name}.build.dockerfile", dockerfile))
+        for index, volume in enumerate(service.get("volumes", [])):
+            where = f"{name}.volumes[{index}]"
+            if isinstance(volume, str):
+                source = volume.split(":", 1)[0]
+                if _is_host_path(source):
+                    refs.append((where, REPO / source))
+            elif volume.get("type") == "bind":
+                refs.append((where, REPO / volume["source"]))
+        env_files = service.get("env_file", [])
+        for env_file in [env_files] if isinstance(env_files, str) else env_files:
+            path = env_file if isinstance(env_file, str) else env_file["path"]
+            refs.append((f"{name}.env_file", REPO / path))
+    for section in ("configs", "secrets"):
+        for name, item in (COMPOSE.get(section) or {}).items():
+            if "file" in item:
+                refs.append((f"{section}.{name}.file", REPO / item["file"]))
+    return refs
+
+
+def test_every_referenced_file_exists() -> None:
+    refs = referenced_paths()
+    missing = [f"{where}: {path}" for where, path in refs if not path.exists()]
+    assert not missing, "\n".join(missing)
+    named = {path.resolve().relative_to(REPO).as_posix() for _, path in refs}
+    # The references this test is about are really found (it is not vacuously green).
+    assert {
+        "Dockerfile",
+        "examples/cluster-node1.yaml",
+        "examples/cluster-node2.yaml",
+        "examples/cluster-node3.yaml",
+        "examples/prometheus",
+        "examples/grafana/haproxyd-dashboard.json",
+        "examples/grafana/provisioning/datasources",
+        "examples/grafana/provisioning/dashboards",
+        "examples/redis/sentinel.conf",
+    } <= named
+
+
+def test_named_volumes_and_networks_are_declared() -> None:
+    volumes = set(COMPOSE.get("volumes") or {})
+    networks = set(COMPOSE.get("networks") or {})
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source")
+            if source and not _is_host_path(source):
+                assert source in volumes, f"{name}: volume {source!r} is not declared"
+        used = service.get("networks", [])
+        for network in used if isinstance(used, list) else list(used):
+            assert network in networks, f"{name}: network {network!r} is not declared"
+        for dep in service.get("depends_on", []):
+            assert dep in SERVICES, f"{name} depends on unknown service {dep!r}"
+
+
+# -- the parts agree -----------------------------------------------------------------------
+
+
+def mount_source(service: dict[str, Any], target: str) -> Path:
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            if len(parts) >= 2 and parts[1] == target:
+                return REPO / parts[0]
+    raise AssertionError(f"nothing is mounted at {target}")
+
+
+def haproxyd_nodes() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in SERVICES.items() if s.get("entrypoint") is None and "build" in s}
+
+
+def host_of(address: str) -> str:
+    return parse_address(address).host
+
+
+def test_three_cluster_nodes_each_with_its_own_config() -> None:
+    nodes = haproxyd_nodes()
+    assert sorted(nodes) == ["haproxyd-1", "haproxyd-2", "haproxyd-3"]
+    configs = {name: mount_source(s, CONFIG_TARGET) for name, s in nodes.items()}
+    assert len(set(configs.values())) == 3
+    loaded = {name: load_config(path, env={}) for name, path in configs.items()}
+    assert len({c.node.id for c in loaded.values()}) == 3
+    for name, cfg in loaded.items():
+        assert cfg.cluster.enabled and cfg.cluster.quorum_size == 2
+        redis_host = re.match(r"redis://([^:/]+)", cfg.cluster.redis_url)
+        assert redis_host and redis_host.group(1) in SERVICES, cfg.cluster.redis_url
+        assert "redis" in nodes[name]["depends_on"]
+        peers = {host_of(p): parse_address(p).port for p in cfg.cluster.discovery_servers}
+        assert set(peers) == set(nodes) - {name}, f"{name}: discovery_servers {peers}"
+        for peer, port in peers.items():
+            assert port == loaded[peer].admin.address.port
+        for pool in cfg.pools.values():
+            for backend in pool.backends:
+                assert host_of(str(backend.address)) in SERVICES, backend.address
+        published = {p.rsplit(":", 1)[-1] for p in nodes[name]["ports"]}
+        assert str(cfg.listeners[0].address.port) in published
+        assert str(cfg.admin.address.port) in published
+        token = nodes[name]["environment"]["HAPROXYD_ADMIN_TOKEN"]
+        assert token.startswith("${HAPROXYD_ADMIN_TOKEN:?"), "the admin token must be required"
+
+
+def test_demo_backends_run_the_script_the_image_ships() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    backends = {n: s for n, s in SERVICES.items() if s.get("entrypoint")}
+    assert sorted(backends) == ["backend-1", "backend-2", "backend-3"]
+    for name, service in backends.items():
+        script = PurePosixPath(service["entrypoint"][-1])
+        assert (REPO / "deploy" / script.name).is_file()
+        assert re.search(rf"COPY .*deploy/{script.name}.* {script.parent}/", dockerfile)
+        args = service["command"]
+        assert args[args.index("--name") + 1] == name
+        probe = service["healthcheck"]["test"]
+        port = args[args.index("--port") + 1]
+        assert probe[-1] == f"http://127.0.0.1:{port}/healthz"
+
+
+def test_prometheus_scrapes_every_node_and_loads_the_alerts() -> None:
+    service = SERVICES["prometheus"]
+    config_arg = next(a for a in service["command"] if a.startswith("--config.file="))
+    config_path = PurePosixPath(config_arg.split("=", 1)[1])
+    folder = mount_source(service, str(config_path.parent))
+    prometheus = yaml.safe_load((folder / config_path.name).read_text())
+    for rules in prometheus["rule_files"]:
+        assert (folder / rules).is_file(), rules
+    assert "alerts.yml" in prometheus["rule_files"]
+    targets = {
+        t
+        for job in prometheus["scrape_configs"]
+        for sc in job["static_configs"]
+        for t in sc["targets"]
+    }
+    expected = set()
+    for name, node in haproxyd_nodes().items():
+        cfg = load_config(mount_source(node, CONFIG_TARGET), env={})
+        expected.add(f"{name}:{cfg.admin.address.port}")
+    assert targets == expected
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_prometheus_config() -> None:
+    folder = mount_source(SERVICES["prometheus"], "/etc/prometheus")
+    result = subprocess.run(
+        ["promtool", "check", "config", str(folder / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
+    service = SERVICES["grafana"]
+    datasources_dir = mount_source(service, "/etc/grafana/provisioning/datasources")
+    dashboards_dir = mount_source(service, "/etc/grafana/provisioning/dashboards")
+    datasources = [
+        ds
+        for path in sorted(datasources_dir.glob("*.yml"))
+        for ds in yaml.safe_load(path.read_text())["datasources"]
+    ]
+    prometheus = [ds for ds in datasources if ds["type"] == "prometheus"]
+    assert len(prometheus) == 1 and prometheus[0]["isDefault"]
+    url = re.fullmatch(r"http://([^:/]+):(\d+)/?", prometheus[0]["url"])
+    assert url and url.group(1) in SERVICES
+    assert any(p.endswith(f":{url.group(2)}") for p in SERVICES["prometheus"]["ports"])
+    providers = [
+        p
+        for path in sorted(dashboards_dir.glob("*.yml"))
+        for p in yaml.safe_load(path.read_text())["providers"]
+    ]
+    assert len(providers) == 1 and providers[0]["type"] == "file"
+    folder = providers[0]["options"]["path"]
+    dashboard = mount_source(service, f"{folder}/haproxyd-dashboard.json")
+    assert dashboard == REPO / "examples" / "grafana" / "haproxyd-dashboard.json"
+    # File provisioning does not fill `__inputs` placeholders: panels must pick the data
+    # source through the dashboard's own variable instead of ${DS_...}.
+    document = json.loads(dashboard.read_text())
+    body = json.dumps({k: v for k, v in document.items() if k != "__inputs"})
+    assert "${DS_" not in body
+    variables = {v["name"]: v for v in document["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == prometheus[0]["type"]
+
+
+def test_sentinel_is_an_optional_profile() -> None:
+    with_profile = {n for n, s in SERVICES.items() if s.get("profiles")}
+    assert with_profile == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    assert all(SERVICES[n]["profiles"] == ["sentinel"] for n in with_profile)
+    conf = (REPO / "examples" / "redis" / "sentinel.conf").read_text()
+    monitor = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, re.M)
+    assert monitor and monitor.group(2) in SERVICES and int(monitor.group(4)) == 2
