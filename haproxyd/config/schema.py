@@ -612,11 +612,27 @@ class FailoverConfig(_Section):
         "balance", description="In panic: balance over all backends, or fail requests."
     )
     min_healthy_share: float = Field(
-        0.5, ge=0, le=1, description="Fail over when the healthy share drops below this."
+        0.5,
+        ge=0,
+        le=1,
+        description="multi_active: a group whose healthy share (by weight) drops below "
+        "this is taken out.",
     )
     flap_window: Duration = Field(60.0, gt=0, description="Window for counting flaps.")
     flap_threshold: int = Field(
         3, ge=1, description="State changes within flap_window that mark a backend flapping."
+    )
+    flap_hold: Duration = Field(
+        30.0,
+        ge=0,
+        description="Hold a flapping backend out of the active set this long, doubling on "
+        "each repeat; 0 = no flap damping.",
+    )
+    flap_hold_max: Duration = Field(
+        300.0,
+        gt=0,
+        description="Longest flap hold; a backend quiet this long after a hold starts again "
+        "from flap_hold.",
     )
 
 
@@ -688,7 +704,9 @@ class BackendConfig(_Section):
     )
     region: str | None = Field(None, min_length=1, description="Region of the backend.")
     group: str | None = Field(None, min_length=1, description="Group for multi_active failover.")
-    priority: int = Field(0, description="Failover order among groups (lower first).")
+    priority: int = Field(
+        0, description="active_passive promotion order within its role (lower first)."
+    )
     max_connections: int = Field(
         0, ge=0, description="Concurrent requests to this backend; 0 = unlimited."
     )
@@ -737,29 +755,55 @@ class ClusterConfig(_Section):
     quorum_size: int = Field(
         2, ge=1, description="Votes needed to elect a leader (env QUORUM_SIZE wins)."
     )
-    heartbeat_interval: Duration = Field(1.0, gt=0, description="Leader heartbeat period.")
-    lease_ttl: Duration = Field(3.0, gt=0, description="Leadership lease; > heartbeat_interval.")
+    heartbeat_interval: Duration = Field(
+        1.0, gt=0, description="How often a node writes its record and the leader renews."
+    )
+    lease_ttl: Duration = Field(
+        3.0,
+        gt=0,
+        description="Leadership lease (at least 2 x heartbeat_interval): a dead leader is "
+        "replaced within lease_ttl + heartbeat_interval.",
+    )
     health_consensus: Literal["local", "majority"] = Field(
         "local", description="Mark a backend down on this node's verdict or on a majority's."
     )
     local_fallback: bool = Field(
-        False, description="Keep serving on local verdicts when Redis is unreachable."
+        False,
+        description="While Redis is unreachable, let every node make the leader's failover "
+        "decisions for itself (availability over agreement); off: they pause.",
+    )
+    key_prefix: str = Field(
+        "haproxyd",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of this cluster's keys in Redis (several clusters, one Redis).",
     )
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+        if not value.startswith(schemes):
+            raise ValueError(
+                "redis_url must start with redis://, rediss://, unix:// or "
+                "redis+sentinel://host:port[,host:port]/service"
+            )
+        if value.startswith("redis+sentinel://"):
+            rest = value[len("redis+sentinel://") :]
+            hosts, _, service = rest.partition("/")
+            if not hosts.rpartition("@")[2] or not service.strip("/"):
+                raise ValueError("redis+sentinel:// needs host:port[,host:port]/service")
         return value
 
     @field_validator("lease_ttl")
     @classmethod
     def _lease_longer_than_heartbeat(cls, value: float, info: ValidationInfo) -> float:
         heartbeat = info.data.get("heartbeat_interval")
-        if heartbeat is not None and value <= heartbeat:
+        if heartbeat is not None and value < 2 * heartbeat:
+            # The leader acts only until 80% of the lease after a renewal and renews
+            # once a heartbeat: a shorter lease would lapse between two renewals.
             raise ValueError(
-                f"lease_ttl ({value:g}s) must be longer than heartbeat_interval ({heartbeat:g}s)"
+                f"lease_ttl ({value:g}s) must be at least twice heartbeat_interval "
+                f"({heartbeat:g}s)"
             )
         return value
 

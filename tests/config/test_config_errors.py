@@ -257,7 +257,7 @@ def test_cluster_errors() -> None:
     found = issues(text)
     assert by_path(found, "cluster.redis_url").line == 6
     assert by_path(found, "cluster.discovery_servers[1]").line == 7
-    assert "longer than heartbeat_interval" in by_path(found, "cluster.lease_ttl").message
+    assert "at least twice heartbeat_interval" in by_path(found, "cluster.lease_ttl").message
 
 
 def test_route_errors() -> None:

@@ -8,19 +8,14 @@ the machine's PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
-from health_helpers import Stub, bound_socket, free_port
+from health_helpers import Stub, bound_socket
+from helpers.redis_server import RedisProcesses
 
 
 @pytest.fixture
@@ -91,65 +86,6 @@ async def tcp_server() -> Any:
     )
     for server in servers:
         await server.wait_closed()
-
-
-class RedisProcesses:
-    """redis-server processes on free ports, each stopped by its PID."""
-
-    def __init__(self, directory: Any) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            pytest.skip("redis-server is not installed")
-        self.directory = directory
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, name: str, *extra: str) -> int:
-        port = free_port()
-        argv = [
-            self.binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.directory),
-            "--dbfilename",
-            f"{name}.rdb",
-            "--logfile",
-            str(self.directory / f"{name}.log"),
-            "--daemonize",
-            "no",
-            *extra,
-        ]
-        self.procs.append(
-            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-        deadline = time.monotonic() + 10
-        while True:  # poll until it answers (a password-protected one says NOAUTH)
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
-                    return port
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server {name} on {port} did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, 9)
-                proc.wait()
 
 
 @pytest.fixture(scope="session")
