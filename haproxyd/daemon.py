@@ -22,8 +22,9 @@ from pathlib import Path
 
 from haproxyd.admin.server import AdminServer
 from haproxyd.balancer.base import create as create_balancer
-from haproxyd.balancer.state import Pool
-from haproxyd.config import Config, ConfigError, load_config
+from haproxyd.balancer.state import BackendState, Pool
+from haproxyd.cluster.manager import SHARED_SECTIONS, ClusterManager
+from haproxyd.config import Config, ConfigError, load_config, validate_document
 from haproxyd.config.schema import FailoverConfig
 from haproxyd.failover.events import EventLog
 from haproxyd.failover.machine import FailoverMachine
@@ -55,6 +56,7 @@ class Daemon:
         self.events = EventLog()  # failover decisions, shared with the admin API
         # Decides every pool's active set; master-only (workers mirror the outcome).
         self.failover = FailoverMachine(self.events)
+        self.cluster: ClusterManager | None = None  # set when `cluster.enabled`
         self.sockets = ListenerSockets()
         self.servers: dict[ListenerKey, asyncio.Server] = {}  # in-process data plane only
         self.reloads = {"ok": 0, "error": 0}
@@ -94,6 +96,10 @@ class Daemon:
         await self.admin.start()
         if self.workers is not None and self.admin.state is not None:
             self.admin.state.worker_snapshots = self.workers.snapshots
+        if cfg.cluster.enabled:
+            # Last: it needs the admin URL, and may apply a newer shared config.
+            self.cluster = ClusterManager(self)
+            await self.cluster.start()
         for address in self.listen_addresses():
             log.info("listening on %s", address)
         if multi:
@@ -130,6 +136,50 @@ class Daemon:
                 event.new,
                 event.reason,
             )
+
+    # -- what the cluster manager reads and asks (haproxyd/cluster/manager.py) --
+
+    def admin_url(self) -> str:
+        if self.admin is not None and self.admin.addresses:
+            return self.admin.url
+        return f"http://{self.config.admin.address}"
+
+    def failover_pool(self, name: str) -> Pool | None:
+        pool = self.runtime.pools.get(name) if self.runtime is not None else None
+        return pool.pool if pool is not None else None
+
+    def node_healthy(self) -> bool:
+        return self.health.node_healthy if self.health is not None else True
+
+    def health_verdicts(self) -> dict[str, str]:
+        """This node's up/down verdict of every backend that has one, `pool/backend`."""
+        out: dict[str, str] = {}
+        if self.runtime is not None:
+            for name, pool in self.runtime.pools.items():
+                for backend in pool.pool.backends.values():
+                    if backend.state == BackendState.UP:
+                        out[f"{name}/{backend.id}"] = "up"
+                    elif backend.state == BackendState.DOWN:
+                        out[f"{name}/{backend.id}"] = "down"
+        return out
+
+    def with_shared(self, cfg: Config, document: dict[str, object], source: str) -> Config:
+        """`cfg` with its shared sections (pools, routes) taken from the cluster's
+        `document`. Raises ConfigError if the result is not valid."""
+        data = cfg.model_dump(mode="json")
+        data.update({k: v for k, v in document.items() if k in SHARED_SECTIONS})
+        return validate_document(data, source=source, env={})
+
+    async def apply_cluster_config(self, document: dict[str, object], version: int) -> list[str]:
+        """Run the cluster's shared config `version` (the rest stays as it is)."""
+        try:
+            cfg = self.with_shared(self.config, document, f"cluster config version {version}")
+        except ConfigError as exc:
+            return [str(issue) for issue in exc.issues]
+        if cfg == self.config:
+            return []
+        log.info("cluster: applying shared config version %d", version)
+        return await self.reload(cfg)
 
     def listen_addresses(self) -> list[str]:
         out = []
@@ -185,6 +235,10 @@ class Daemon:
                 if self.config_path is None:
                     raise ValueError("no config file to reload")
                 cfg = load_config(self.config_path)
+                if self.cluster is not None and self.cluster.document is not None:
+                    # In a cluster, pools and routes are the cluster's (the file was
+                    # their bootstrap); the rest of the file applies to this node.
+                    cfg = self.with_shared(cfg, self.cluster.document, str(self.config_path))
             # Build what can still fail before anything running is touched.
             for name, pool_cfg in cfg.pools.items():
                 try:
@@ -243,6 +297,10 @@ class Daemon:
         runtime = self.runtime
         assert runtime is not None
         timeout = self.config.timeouts.shutdown
+        if self.cluster is not None:
+            # Leave first (and give up the lease) so that a successor takes over at
+            # once instead of after the lease runs out.
+            await self.cluster.stop()
         # Our copies of the listening sockets go first: once the serving copies close
         # too, new connections are refused at once rather than queued and then reset.
         self.sockets.close()

@@ -23,6 +23,7 @@ import json
 import logging
 from typing import Annotated, Any, Literal
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -33,6 +34,12 @@ from haproxyd.admin.openapi import openapi_document
 from haproxyd.admin.state import AdminState
 from haproxyd.admin.status_page import STATUS_PAGE
 from haproxyd.balancer.state import Backend, BackendState, Pool
+from haproxyd.cluster.manager import (
+    SHARED_SECTIONS,
+    ClusterManager,
+    ConfigConflict,
+    shared_document,
+)
 
 log = logging.getLogger("haproxyd.admin")
 
@@ -47,6 +54,8 @@ PUBLIC_PATHS = frozenset({"/", "/api/v1/openapi.json", "/favicon.ico"})
 MAX_WAIT = 300.0  # seconds a DELETE ?wait= may hold the request
 WAIT_POLL = 0.05
 MAX_EVENTS = 10000
+FORWARD_TIMEOUT = 10.0  # a follower waiting on the leader for a config change
+FORWARDED_HEADER = "X-Haproxyd-Forwarded-By"  # a change a follower sent to the leader
 
 
 class APIError(Exception):
@@ -460,8 +469,19 @@ async def config_update(request: web.Request) -> web.Response:
     mode = request.query.get("mode", "merge")
     if mode not in ("merge", "replace"):
         raise APIError(400, "invalid mode", ["mode must be merge or replace"])
+    base_version = _base_version(request)
     document = await _json_object(request)
     daemon = state.daemon
+    cluster = getattr(daemon, "cluster", None)
+    if (
+        cluster is not None
+        and not cluster.is_leader
+        and (mode == "replace" or any(k in document for k in SHARED_SECTIONS))
+    ):
+        # The cluster's pools and routes change only through its leader.
+        if FORWARDED_HEADER in request.headers:  # sent here as to the leader: not any more
+            raise APIError(409, "cluster config not changed", ["this node is not the leader"])
+        return await _forward_to_leader(request, cluster, document)
     async with state.lock:
         running = daemon.config
         data = (
@@ -479,6 +499,14 @@ async def config_update(request: web.Request) -> web.Response:
             return web.json_response(
                 {"applied": True, "changed": False, "config_version": daemon.config_version}
             )
+        cluster_version = None
+        if cluster is not None and shared_document(cfg) != shared_document(running):
+            try:
+                cluster_version = await cluster.update_config(
+                    shared_document(cfg), base_version=base_version
+                )
+            except ConfigConflict as exc:
+                raise APIError(409, "cluster config not changed", [str(exc)]) from None
         try:
             errors = await daemon.reload(cfg)
         except (ValueError, KeyError, OSError) as exc:
@@ -494,9 +522,58 @@ async def config_update(request: web.Request) -> web.Response:
                 "admin: admin.address changed to %s; it takes effect at the next restart",
                 cfg.admin.address,
             )
-    return web.json_response(
-        {"applied": True, "changed": True, "config_version": daemon.config_version}
-    )
+    out: dict[str, Any] = {
+        "applied": True,
+        "changed": True,
+        "config_version": daemon.config_version,
+    }
+    if cluster_version is not None:
+        out["cluster_version"] = cluster_version
+    return web.json_response(out)
+
+
+def _base_version(request: web.Request) -> int | None:
+    """`?version=N`: the cluster config version the change was made against; a change
+    based on an older version than the cluster's is refused (409)."""
+    raw = request.query.get("version")
+    if raw is None:
+        return None
+    try:
+        version = int(raw)
+    except ValueError:
+        version = -1
+    if version < 0:
+        raise APIError(400, "invalid version", ["version must be a non-negative integer"])
+    return version
+
+
+async def _forward_to_leader(
+    request: web.Request, cluster: ClusterManager, document: dict[str, Any]
+) -> web.Response:
+    """Send a follower's config change to the leader's admin API; its answer is ours."""
+    leader = cluster.leader_admin_url()
+    if leader is None:
+        raise APIError(
+            503, "no cluster leader", ["the cluster has no leader now: retry in a moment"]
+        )
+    headers = {FORWARDED_HEADER: cluster.node_id}
+    if "Authorization" in request.headers:
+        headers["Authorization"] = request.headers["Authorization"]
+    url = f"{leader}{request.path}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)) as http,
+            http.post(url, params=request.query, json=document, headers=headers) as response,
+        ):
+            body = await response.json(content_type=None)
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise APIError(
+            503, "cluster leader unreachable", [f"{cluster.leader_id} at {leader}: {exc}"]
+        ) from None
+    if isinstance(body, dict):
+        body["forwarded_to"] = cluster.leader_id
+    return web.json_response(body, status=status)
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -376,12 +376,17 @@ class HaproxydCollector(Collector):
         nodes = GaugeMetricFamily(
             "haproxyd_cluster_nodes", "Cluster nodes by state.", labels=["state"]
         )
-        by_state: dict[str, int] = {"up": 0, "down": 0}
+        by_state: dict[str, int] = {"up": 0, "lost": 0}
         for node in cluster["nodes"]:
             by_state[node["state"]] = by_state.get(node["state"], 0) + 1
         for name, n in sorted(by_state.items()):
             nodes.add_metric([name], n)
         yield nodes
+        yield GaugeMetricFamily(
+            "haproxyd_cluster_term",
+            "The newest leader term this node has seen (0: standalone).",
+            value=cluster["term"],
+        )
 
         runtime = daemon.runtime
         if runtime is not None:

@@ -49,16 +49,17 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import redis.exceptions
 
+from haproxyd.balancer.state import BackendState
 from haproxyd.cluster.store import ClusterStore, Lease, StaleWrite, connect, redact
 from haproxyd.failover.base import Decision
 
 if TYPE_CHECKING:
+    from haproxyd.balancer.state import Pool
     from haproxyd.config.schema import Config
     from haproxyd.failover.events import EventLog
     from haproxyd.failover.machine import FailoverMachine
@@ -69,6 +70,7 @@ SHARED_SECTIONS = ("pools", "routes")  # what config sync shares; the rest is pe
 RECORD_TTL_BEATS = 3  # a record outlives this many missed heartbeats
 LEASE_SAFETY = 0.2  # act as leader only until lease_ttl x (1 - this) after a renewal
 PROBE_TIMEOUT = 1.0
+_VERDICTS = {BackendState.UP: "up", BackendState.DOWN: "down"}
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
 
 
@@ -81,6 +83,7 @@ class ClusterHost(Protocol):
     events: EventLog
 
     def admin_url(self) -> str: ...
+    def failover_pool(self, name: str) -> Pool | None: ...
     def node_healthy(self) -> bool: ...
     def health_verdicts(self) -> dict[str, str]: ...
     async def apply_cluster_config(self, document: dict[str, Any], version: int) -> list[str]: ...
@@ -124,6 +127,9 @@ class ClusterManager:
         self.last_contact: float | None = None  # wall time of the last good beat
         self.has_quorum = False
         self.cluster_version = 0  # version of the shared document this node runs
+        self.document: dict[str, Any] | None = None  # that document (None: none yet)
+        self._config_lock = asyncio.Lock()
+        self._votes: dict[str, dict[str, str]] = {}  # live node -> its verdicts (leader)
         self.stale_writes = 0  # leader writes Redis refused (fencing)
         self.probes: dict[str, bool] = {}  # peer admin address -> answered
         self._applied: dict[str, tuple[int, int]] = {}  # pool -> (term, version) applied
@@ -147,10 +153,17 @@ class ClusterManager:
         machine = self.host.failover
         if machine is not None:
             machine.publish = self._publish
+            if self.settings.health_consensus == "majority":
+                machine.verdicts = self._consensus
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT))
         await self._beat()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._beat_forever()), loop.create_task(self._listen())]
+        self._tasks = [
+            loop.create_task(self._beat_forever()),
+            loop.create_task(self._listen()),
+            # Apart from the beat: a peer that hangs (SIGSTOP) must not delay renewals.
+            loop.create_task(self._probe_forever()),
+        ]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -270,6 +283,8 @@ class ClusterManager:
                 self._set_members(live, lost)
                 self.has_quorum = len(live) >= settings.quorum_size
                 await self._elect(started)
+                if self.is_leader and self.settings.health_consensus == "majority":
+                    await self._collect_votes()
                 if not self.is_leader:
                     self._follow(self.leader_id is not None or bool(self._applied))
                     await self._sync_decisions()
@@ -284,7 +299,6 @@ class ClusterManager:
             self.last_contact = self.wall()
         if self.lease is not None and not self.is_leader:
             self._step_down("lease expired" if self.has_quorum else "quorum lost")
-        await self._probe_peers()
 
     def _record(self) -> dict[str, str]:
         return {
@@ -328,7 +342,9 @@ class ClusterManager:
         holder = await self.store.leader()
         if holder is None and self.has_quorum:
             decisions = await self.store.decisions(self._pool_names())
-            lease, holder = await self.store.acquire(self.node_id, settings.lease_ttl)
+            lease, holder = await self.store.acquire(
+                self.node_id, settings.lease_ttl, seen_term=self.term_seen
+            )
             if lease is not None:
                 self._become_leader(lease, started, decisions)
                 holder = lease.value
@@ -345,6 +361,39 @@ class ClusterManager:
         self.redis_error = str(exc) or type(exc).__name__
         if self._local_fallback_now():
             self._follow(False)
+
+    # -- health consensus (leader) -----------------------------------------------------
+
+    async def _collect_votes(self) -> None:
+        votes = await self.store.health_votes(sorted(self.members))
+        if votes != self._votes:
+            self._votes = votes
+            machine = self.host.failover
+            if machine is not None:
+                for name in self._pool_names():
+                    if self._leader_decides(name):
+                        pool = self.host.failover_pool(name)
+                        if pool is not None:
+                            pool.refresh()
+
+    def _consensus(self, pool: str, backend_id: str) -> str | None:
+        """`health_consensus: majority`: a backend is down for the cluster only when
+        more than half of the live nodes see it down (this node's own view counts as of
+        now, the others' as of their last heartbeat); None when no node has a verdict."""
+        key = f"{pool}/{backend_id}"
+        live = self._votes.keys() | {self.node_id}
+        live_pool = self.host.failover_pool(pool)
+        backend = live_pool.backends.get(backend_id) if live_pool is not None else None
+        mine = _VERDICTS.get(backend.state) if backend is not None else None
+        down = voted = 0
+        for node_id in live:
+            vote = mine if node_id == self.node_id else self._votes.get(node_id, {}).get(key)
+            if vote is not None:
+                voted += 1
+                down += vote == "down"
+        if not voted:
+            return None
+        return "down" if down * 2 > len(live) else "up"
 
     # -- decisions ---------------------------------------------------------------------
 
@@ -395,10 +444,7 @@ class ClusterManager:
             return False
         if (term, decision.version) <= self._applied.get(decision.pool, (-1, -1)):
             return False
-        current = machine.decision(decision.pool)
-        if current is not None and decision.version <= current.version:
-            decision = replace(decision, version=current.version + 1)
-        if machine.apply_decision(decision):
+        if machine.apply_decision(decision, ordered=True):
             self._applied[decision.pool] = (term, int(data["version"]))
             self.term_seen = max(self.term_seen, term)
             return True
@@ -439,50 +485,56 @@ class ClusterManager:
     # -- config sync -------------------------------------------------------------------
 
     async def _sync_config(self) -> None:
-        stored = await self.store.config()
-        if stored is None:
-            if self.is_leader and self.lease is not None:
-                document = shared_document(self.host.config)
-                try:
-                    await self.store.write_config(self.lease, 1, document, origin=self.node_id)
-                except StaleWrite:
-                    return
-                self.cluster_version = 1
-            return
-        version = int(stored.get("version", 0))
-        if version <= self.cluster_version:
-            return
-        errors = await self.host.apply_cluster_config(stored.get("doc") or {}, version)
-        if errors:
-            log.error("cluster: cannot apply shared config version %d: %s", version, errors)
-        self.cluster_version = version  # tried once; a newer version will be tried again
+        async with self._config_lock:
+            stored = await self.store.config()
+            if stored is None:
+                if self.is_leader and self.lease is not None:
+                    # The first leader stores its file's pools and routes; after Redis
+                    # lost its data, the leader stores back what the nodes run.
+                    document = shared_document(self.host.config)
+                    version = max(1, self.cluster_version)
+                    try:
+                        await self.store.write_config(
+                            self.lease, version, document, origin=self.node_id, bootstrap=True
+                        )
+                    except StaleWrite:
+                        return
+                    self.cluster_version, self.document = version, document
+                return
+            version = int(stored.get("version", 0))
+            if version <= self.cluster_version:
+                return
+            document = stored.get("doc") or {}
+            errors = await self.host.apply_cluster_config(document, version)
+            if errors:
+                log.error("cluster: cannot apply shared config version %d: %s", version, errors)
+            # Tried once either way; a newer version will be tried again.
+            self.cluster_version, self.document = version, document
 
-    async def update_config(
-        self, document: dict[str, Any], *, base_version: int | None
-    ) -> int:
-        """Store `document` (the whole shared part) as the next version and apply it
-        here. Leader only; `base_version`, when given, must be the current version.
-        Raises ConfigConflict when it cannot be done."""
-        if not self.is_leader or self.lease is None:
-            raise ConfigConflict("this node is not the leader")
-        stored = await self.store.config()
-        current = int(stored.get("version", 0)) if stored else 0
-        if base_version is not None and base_version != current:
-            raise ConfigConflict(f"stale change: based on version {base_version}, now {current}")
-        try:
-            await self.store.write_config(
-                self.lease, current + 1, document, origin=self.node_id
-            )
-        except StaleWrite as exc:
-            if exc.reason.startswith(("stale term", "lease")):
-                self.stale_writes += 1
-                self._step_down(f"Redis refused a config write: {exc.reason}")
-            raise ConfigConflict(exc.reason) from None
-        errors = await self.host.apply_cluster_config(document, current + 1)
-        self.cluster_version = current + 1
-        if errors:
-            log.error("cluster: version %d stored but not applied here: %s", current + 1, errors)
-        return current + 1
+    async def update_config(self, document: dict[str, Any], *, base_version: int | None) -> int:
+        """Store `document` (the whole shared part, validated by the caller, who then
+        applies it here) as the next version. Leader only; `base_version`, when given,
+        must be the current version. Raises ConfigConflict when it cannot be done."""
+        async with self._config_lock:
+            if not self.is_leader or self.lease is None:
+                raise ConfigConflict("this node is not the leader")
+            stored = await self.store.config()
+            current = int(stored.get("version", 0)) if stored else 0
+            if base_version is not None and base_version != current:
+                raise ConfigConflict(
+                    f"stale change: based on version {base_version}, the cluster is at {current}"
+                )
+            try:
+                await self.store.write_config(
+                    self.lease, current + 1, document, origin=self.node_id
+                )
+            except StaleWrite as exc:
+                if exc.reason.startswith(("stale term", "lease")):
+                    self.stale_writes += 1
+                    self._step_down(f"Redis refused a config write: {exc.reason}")
+                raise ConfigConflict(exc.reason) from None
+            self.cluster_version, self.document = current + 1, document
+            return current + 1
 
     def leader_admin_url(self) -> str | None:
         if self.leader_id is None:
@@ -499,6 +551,11 @@ class ClusterManager:
                 addresses.add(record["admin"])
         addresses.discard(self.host.admin_url())
         return sorted(addresses)
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await self._probe_peers()
+            await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _probe_peers(self) -> None:
         if self._http is None:

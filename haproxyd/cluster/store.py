@@ -36,11 +36,15 @@ from redis.asyncio.sentinel import Sentinel
 
 log = logging.getLogger("haproxyd.cluster")
 
-# KEYS: leader, term. ARGV: node id, ttl ms. -> {1, value} granted | {0, current holder}
+# KEYS: leader, term. ARGV: node id, ttl ms, newest term the node has seen.
+# -> {1, value} granted | {0, current holder}. The new term exceeds both the stored one
+# and the caller's: a Redis that lost its data (restarted without persistence) must
+# not hand out a term that nodes have already seen.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current then return {0, current} end
-local term = redis.call('INCR', KEYS[2])
+local term = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[3])) + 1
+redis.call('SET', KEYS[2], term)
 local value = ARGV[1] .. '|' .. term
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return {1, value}
@@ -224,10 +228,14 @@ class ClusterStore:
     async def term(self) -> int:
         return int(await self.client.get(self._k_term) or 0)
 
-    async def acquire(self, node_id: str, ttl: float) -> tuple[Lease | None, str | None]:
-        """Try to take the lease: (our lease, None) or (None, the current holder)."""
+    async def acquire(
+        self, node_id: str, ttl: float, *, seen_term: int = 0
+    ) -> tuple[Lease | None, str | None]:
+        """Try to take the lease: (our lease, None) or (None, the current holder).
+        The new term is above the stored one and above `seen_term`."""
         granted, value = await self._acquire(
-            keys=[self._k_leader, self._k_term], args=[node_id, max(1, int(ttl * 1000))]
+            keys=[self._k_leader, self._k_term],
+            args=[node_id, max(1, int(ttl * 1000)), seen_term],
         )
         if int(granted):
             return Lease(value, int(value.rpartition("|")[2])), None
@@ -283,12 +291,22 @@ class ClusterStore:
         return out
 
     async def write_config(
-        self, lease: Lease, version: int, document: dict[str, Any], *, origin: str
+        self,
+        lease: Lease,
+        version: int,
+        document: dict[str, Any],
+        *,
+        origin: str,
+        bootstrap: bool = False,
     ) -> None:
-        """Store config `version` (the previous one must be `version - 1`)."""
+        """Store config `version`: the previous one must be `version - 1`, or, with
+        `bootstrap`, Redis holds none yet (a first leader, or a Redis that lost its
+        data and gets back the version the nodes run)."""
         payload = {"version": version, "term": lease.term, "origin": origin, "doc": document}
         notice = {"type": "config", "version": version}
-        await self._write(lease, self._k_config, payload, notice, expected_version=version - 1)
+        await self._write(
+            lease, self._k_config, payload, notice, expected_version=0 if bootstrap else version - 1
+        )
 
     async def config(self) -> dict[str, Any] | None:
         value = await self.client.get(self._k_config)

@@ -110,6 +110,10 @@ class FailoverMachine:
         self.clock = clock
         self.wall = wall
         self.publish = publish
+        # Health as the cluster sees it (issue 8's `health_consensus: majority`):
+        # `verdicts(pool, backend_id)` -> "up" | "down" | None (None: this node's own
+        # verdict). Consulted only for pools this node decides as the leader.
+        self.verdicts: Callable[[str, str], str | None] | None = None
         self._pools: dict[str, _PoolState] = {}
         self._follower = False
         self._wake = asyncio.Event()
@@ -256,15 +260,17 @@ class FailoverMachine:
                 if st.strategy.leader_decides:
                     st.pool.refresh()
 
-    def apply_decision(self, decision: Decision) -> bool:
+    def apply_decision(self, decision: Decision, *, ordered: bool = False) -> bool:
         """Route `pool` by a decision made elsewhere (the cluster leader's). Ignored
         (False) for an unknown pool, another strategy (the configs differ until config
-        sync catches up) or a version older than the one in force."""
+        sync catches up) or a version older than the one in force, unless `ordered`:
+        the caller ordered the decisions itself (the cluster: by term, then version,
+        since a new leader's versions need not exceed what a node decided alone)."""
         st = self._pools.get(decision.pool)
         if st is None or decision.strategy != st.strategy.name:
             return False
         old = st.decision
-        if decision.version < old.version:
+        if decision.version < old.version and not ordered:
             return False
         st.decision = decision
         if decision.active != old.active or decision.panic != old.panic:
@@ -314,13 +320,14 @@ class FailoverMachine:
         transitions: list[tuple[str, str, str]] = []
         tracks = st.tracks
         for backend_id, backend in pool.backends.items():
-            health = _health(backend)
+            state = self._state(st, backend)
+            health = _health(state)
             track = tracks.get(backend_id)
             if track is None or track.backend is not backend:
-                ready = now if backend.state == BackendState.UP else None
+                ready = now if state == BackendState.UP else None
                 tracks[backend_id] = _Track(backend, health, ready)
                 continue
-            if backend.state == BackendState.UP:
+            if state == BackendState.UP:
                 if track.ready_since is None:
                     track.ready_since = now
             else:
@@ -337,9 +344,23 @@ class FailoverMachine:
                 self._end_hold(st, backend_id, track, now)
         return transitions
 
+    def _state(self, st: _PoolState, backend: Backend) -> BackendState:
+        """The backend's state as this evaluation judges it: the local one, or for a
+        pool decided as leader with cluster verdicts, the cluster's up/down."""
+        state = backend.state
+        if self.verdicts is None or state in _ADMIN_STATES or self._mode(st) != "leader":
+            return state
+        verdict = self.verdicts(st.name, backend.id)
+        if verdict == "up":
+            return BackendState.UP
+        if verdict == "down":
+            return BackendState.DOWN
+        return state
+
     def _view(self, st: _PoolState, pool: Pool, now: float, *, include_held: bool) -> View:
         backends = pool.backends
         tracks = st.tracks
+        states = {i: self._state(st, b) for i, b in backends.items()}
         eligible = tuple(
             i
             for i, b in backends.items()
@@ -348,13 +369,10 @@ class FailoverMachine:
         healthy = frozenset(
             i
             for i in eligible
-            if backends[i].state == BackendState.UP
-            and (include_held or tracks[i].held_until <= now)
+            if states[i] == BackendState.UP and (include_held or tracks[i].held_until <= now)
         )
         unknown = frozenset(
-            i
-            for i in eligible
-            if backends[i].state == BackendState.CHECKING and tracks[i].health is None
+            i for i in eligible if states[i] == BackendState.CHECKING and tracks[i].health is None
         )
         ready_since = {}
         for i in healthy:
@@ -636,12 +654,12 @@ class FailoverMachine:
         )
 
 
-def _health(backend: Backend) -> str | None:
+def _health(state: BackendState) -> str | None:
     """The health verdict a state shows; None for states that say nothing new
     (checking after maintenance, draining, maint keep the last verdict)."""
-    if backend.state == BackendState.UP:
+    if state == BackendState.UP:
         return "up"
-    if backend.state == BackendState.DOWN:
+    if state == BackendState.DOWN:
         return "down"
     return None
 

@@ -80,6 +80,9 @@ class Check:
     async def probe(self, backend: Backend | None) -> CheckResult:
         raise NotImplementedError
 
+    def bind(self, node_id: str) -> None:
+        """The node that runs this check (an HTTP check names it to the backend)."""
+
     async def close(self) -> None:
         """Release shared resources (client sessions). Called once, by the scheduler."""
 

@@ -46,6 +46,9 @@ def _format_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
     return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
+DEFAULT_USER_AGENT = "haproxyd-health/1"
+
+
 @register
 class HttpCheck(Check):
     type = "http"
@@ -64,8 +67,14 @@ class HttpCheck(Check):
         host = getattr(config, "host", None)
         if host:
             self.headers["Host"] = host
-        self.headers.setdefault("User-Agent", "haproxyd-health/1")
+        self.headers.setdefault("User-Agent", DEFAULT_USER_AGENT)
         self._session: aiohttp.ClientSession | None = None
+
+    def bind(self, node_id: str) -> None:
+        # Which node probes, for the backend's logs (a cluster has several probers);
+        # a User-Agent set in the config's headers is kept as it is.
+        if self.headers.get("User-Agent") == DEFAULT_USER_AGENT:
+            self.headers["User-Agent"] = f"{DEFAULT_USER_AGENT} (node {node_id})"
 
     def describe(self) -> str:
         return f"http {self.method} {self.path}"

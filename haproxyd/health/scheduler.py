@@ -317,7 +317,7 @@ class HealthScheduler:
                 if any(key == k for k, _, _ in entries):
                     continue  # the same check twice probes the same thing once
                 check = self._checks.get((pool_name, key)) or _build_check(
-                    config, f"pools.{pool_name}.health_checks"
+                    config, f"pools.{pool_name}.health_checks", self.node_id
                 )
                 checks[(pool_name, key)] = check
                 entries.append((key, config, check))
@@ -331,7 +331,9 @@ class HealthScheduler:
                 key = probe_key(config)
                 if any(key == k for k, _, _ in node_entries):
                     continue
-                check = self._checks.get(("", key)) or _build_check(config, "node_checks")
+                check = self._checks.get(("", key)) or _build_check(
+                    config, "node_checks", self.node_id
+                )
                 checks[("", key)] = check
                 node_entries.append((key, config, check))
         elif self._node_sessions:
@@ -955,11 +957,13 @@ class HealthScheduler:
                 log.exception("health event subscriber %r failed", callback)
 
 
-def _build_check(config: Any, where: str) -> Check:
+def _build_check(config: Any, where: str, node_id: str) -> Check:
     try:
-        return create_check(config)
+        check = create_check(config)
     except Exception as exc:
         raise ValueError(f"{where}: {getattr(config, 'type', '?')}: {exc}") from exc
+    check.bind(node_id)
+    return check
 
 
 def _resolve(future: asyncio.Future) -> None:

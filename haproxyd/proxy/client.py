@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.errors import error_response
 from haproxyd.proxy.headers import (
     CONNECTION,
@@ -212,6 +213,13 @@ class Exchange:
             return
         backend = pool.pool.balancer.select(self)
         if backend is None:
+            standby = pool.pool.retry_fallback
+            if standby is not None and standby.state == BackendState.UP and not standby.full:
+                # The one active backend is down here while the decision stands (a
+                # cluster follower waits for its leader): serve from the standby the
+                # machine named rather than answer 503.
+                self._use(standby)
+                return
             if pool.config.queue_timeout > 0 and pool.pool.selectable and pool.enqueue(self):
                 # Every candidate is at its max_connections: wait for a slot (HAProxy's
                 # server queue) until queue_timeout, then 503.
@@ -287,22 +295,29 @@ class Exchange:
         self._finish_backend(ok=False)
         if self.client.closed:
             return
-        if not self._retry(backend, reason):
+        # A refused connection is outside the retry budget: nothing reached the dead
+        # backend, so its redispatch cannot feed a retry storm against it (HAProxy's
+        # `option redispatch` has no budget at all); a timeout, maybe an overloaded
+        # backend, stays within it.
+        if not self._retry(backend, reason, budget=termination != "connect_error"):
             self.fail(status, reason, termination)
 
-    def _retry(self, failed: Backend, reason: str, *, sent: bool = False) -> bool:
+    def _retry(
+        self, failed: Backend, reason: str, *, sent: bool = False, budget: bool = True
+    ) -> bool:
         """Try the request again, on another backend if there is one (redispatch);
         on the same one after min(connect timeout, 1 s) otherwise. `sent`: the request
         reached the failed backend, so only idempotent requests whose body is still
-        held for replay may go again. Bounded by `retries.attempts` and the pool's
-        retry budget. Returns False when no retry happens."""
+        held for replay may go again. Bounded by `retries.attempts` and (unless
+        `budget` is False) the pool's retry budget. Returns False when no retry
+        happens."""
         pool = self.pool
         assert pool is not None
         if self.attempts > pool.config.retries.attempts or self.response_started:
             return False
         if sent and self.replay is None:
             return False
-        if not pool.retry_allowed():
+        if budget and not pool.retry_allowed():
             pool.retries_refused += 1
             return False
         choice = pool.pool.select(self)

@@ -41,6 +41,7 @@ EXPORTED = {
     "haproxyd_config_version",
     "haproxyd_cluster_is_leader",
     "haproxyd_cluster_nodes",
+    "haproxyd_cluster_term",
     "haproxyd_rejected_requests_total",
     "haproxyd_client_connections",
     "haproxyd_start_time_seconds",

@@ -163,6 +163,7 @@ class Backend(_Recorder):
       JSON `{backend, bytes, sha256}`
     - `GET /ws`: WebSocket echo
     - `/status/N`: status N (body = backend id, none for 1xx/204/304; 304 has an ETag)
+    - `/healthz`: like `/echo`, but 503 for the probers named in `sick_for`
     """
 
     def __init__(self, loop: BackendLoop, backend_id: str) -> None:
@@ -170,6 +171,9 @@ class Backend(_Recorder):
         self.id = backend_id
         self._loop = loop
         self.progress: dict[str, int] = {}
+        # `/healthz` answers 503 to probers whose User-Agent contains one of these (a
+        # broken path from one node: haproxyd's checks name their node there).
+        self.sick_for: set[str] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -243,6 +247,10 @@ class Backend(_Recorder):
         }
 
     async def _echo(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/healthz" and any(
+            who in request.headers.get("User-Agent", "") for who in self.sick_for
+        ):
+            return web.Response(status=503, text="sick for this prober")
         return web.json_response(self._describe(request))
 
     async def _slow(self, request: web.Request) -> web.StreamResponse:
