@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,8 +105,10 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     tmp = Path(tempfile.mkdtemp(prefix="haproxyd-health-scale-"))
     try:
+        # Pinned apart (when taskset exists), as bench/compare.py does: the daemon's
+        # CPU is then its own core's, not shared with the backends' process.
         backends = subprocess.Popen(
-            [sys.executable, "-c", BACKENDS_SCRIPT, str(args.backends)],
+            [*_pin(1), sys.executable, "-c", BACKENDS_SCRIPT, str(args.backends)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -139,7 +142,16 @@ def main() -> int:
         config_path.write_text(json.dumps(config))  # JSON is YAML
         env = dict(os.environ, PYTHONPATH=str(REPO))
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "haproxyd", "--log-level", "warning", "-c", str(config_path)],
+            [
+                *_pin(0),
+                sys.executable,
+                "-m",
+                "haproxyd",
+                "--log-level",
+                "warning",
+                "-c",
+                str(config_path),
+            ],
             env=env,
             stderr=open(tmp / "daemon.log", "w"),  # noqa: SIM115
         )
@@ -205,6 +217,12 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _pin(core: int) -> list[str]:
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return []
+    return ["taskset", "-c", str(core)]
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from haproxyd.config import ConfigError, load_config
     from haproxyd.daemon import Daemon, StartupError
+    from haproxyd.heap import tune_gc
 
     _setup_logging(args.log_level)
     path = Path(args.config)
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("haproxyd: invalid configuration, not starting", file=sys.stderr)
         return 2
     pid_file = Path(args.pid_file) if getattr(args, "pid_file", None) else None
+    tune_gc()
     daemon = Daemon(config, config_path=path, pid_file=pid_file)
     with asyncio.Runner(loop_factory=_event_loop) as runner:
         try:
@@ -73,9 +75,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from haproxyd.heap import tune_gc
     from haproxyd.worker import worker_main
 
     _setup_logging(args.log_level)
+    tune_gc()
     with asyncio.Runner(loop_factory=_event_loop) as runner:
         return runner.run(worker_main(args.fd, args.slot))
 

@@ -29,6 +29,7 @@ from haproxyd.config.schema import FailoverConfig
 from haproxyd.failover.events import EventLog
 from haproxyd.failover.machine import FailoverMachine
 from haproxyd.health import HealthEvent, HealthScheduler
+from haproxyd.heap import freeze_heap
 from haproxyd.proxy.listener import ListenerKey, ListenerSockets, sync_servers
 from haproxyd.proxy.runtime import ProxyRuntime
 from haproxyd.supervisor import WorkerSet
@@ -105,6 +106,7 @@ class Daemon:
         if multi:
             assert self.workers is not None
             log.info("%d workers: pids %s", cfg.workers, self.workers.pids())
+        freeze_heap()
 
     async def _serve_in_process(self, cfg: Config) -> None:
         assert self.runtime is not None
@@ -280,6 +282,7 @@ class Daemon:
                 await self.runtime.resolver.resolve_all()
         for sock in removed:  # every server on them is closed by now
             sock.close()
+        freeze_heap()
         self.reloads["ok"] += 1
         self.last_reload = {"result": "ok", "errors": [], "time": time.time()}
         log.info("configuration reloaded (version %d)", self.config_version)

@@ -22,6 +22,7 @@ from haproxyd.admin.metrics import RequestStats
 from haproxyd.balancer.state import Backend
 from haproxyd.channel import Channel, ChannelClosed
 from haproxyd.config import validate_document
+from haproxyd.heap import freeze_heap
 from haproxyd.proxy.listener import ListenerKey, sync_servers
 from haproxyd.proxy.runtime import ProxyRuntime
 
@@ -76,6 +77,7 @@ class Worker:
         if not self.started:
             self.runtime.start()
             self.started = True
+        freeze_heap()
         await self.channel.send({"op": "applied", "version": message.get("version")})
 
     async def run(self) -> int:
