@@ -170,7 +170,11 @@ class ClusterStore:
         return f"{self.prefix}:decision:{pool}"
 
     async def close(self) -> None:
+        # A Sentinel-managed client also holds connections to the Sentinels.
+        manager = getattr(self.client.connection_pool, "sentinel_manager", None)
         await self.client.aclose()
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
 
     # -- membership --
 

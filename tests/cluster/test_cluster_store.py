@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from haproxyd.cluster.store import StaleWrite, connect, redact
+from haproxyd.cluster.store import ClusterStore, StaleWrite, connect, redact
 
 
 async def test_lease_is_exclusive_and_each_grant_takes_a_new_term(make_store):
@@ -121,3 +121,21 @@ def test_sentinel_url_and_redaction():
     assert redact("redis://127.0.0.1:6379/1") == "redis://127.0.0.1:6379/1"
     with pytest.raises(ValueError):
         connect("redis+sentinel://127.0.0.1:26379", timeout=1)
+
+
+async def test_a_sentinel_url_finds_the_primary(redis_procs):
+    """`redis+sentinel://` through redis-py's own Sentinel support, against a real
+    Sentinel (redis-server --sentinel) watching a real primary."""
+    primary = redis_procs.spawn("primary")
+    sentinel = redis_procs.spawn_sentinel("sentinel", primary)
+    store = ClusterStore(
+        connect(f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0", timeout=1.0), "s"
+    )
+    direct = ClusterStore(connect(f"redis://127.0.0.1:{primary}/0", timeout=1.0), "s")
+    try:
+        lease, _ = await store.acquire("a", ttl=5)
+        assert lease is not None
+        assert await direct.leader() == lease.value  # it was written on the primary
+    finally:
+        await store.close()
+        await direct.close()

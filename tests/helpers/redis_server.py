@@ -53,6 +53,9 @@ class RedisProcesses:
             "no",
             *extra,
         ]
+        return self._start(name, argv, port)
+
+    def _start(self, name: str, argv: list[str], port: int) -> int:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         self.by_port[port] = proc
@@ -68,6 +71,16 @@ class RedisProcesses:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server {name} on {port} did not start")
             time.sleep(0.02)
+
+    def spawn_sentinel(self, name: str, primary_port: int, service: str = "mymaster") -> int:
+        """A redis-server in Sentinel mode watching the primary on `primary_port`."""
+        port = free_port()
+        conf = self.directory / f"{name}.conf"  # Sentinel rewrites its config file
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
+        )
+        return self._start(name, [self.binary, str(conf), "--sentinel"], port)
 
     def kill(self, port: int) -> None:
         """SIGKILL the server on `port` (an outage), and wait until it is gone."""

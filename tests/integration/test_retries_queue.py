@@ -183,3 +183,25 @@ def test_the_same_backend_is_retried_only_after_a_pause(raw_backend, daemon):
         assert c.request("GET", "/x").status == 200
     assert len(seen) == 2, seen
     assert seen[1] - seen[0] >= 0.4 - 0.02, seen
+
+
+async def test_killing_a_backend_under_heavy_load_costs_no_client_an_error(backend, daemon):
+    """Many more clients than the retry budget's floor (min_retries: 3): every request
+    the dead backend refuses is redispatched, since a refused connection is outside
+    the budget (nothing reached the backend)."""
+    from helpers.process import LoadLoop
+
+    b1, b2 = backend("b1"), backend("b2")
+    d = daemon([b1, b2], extra={"pools": {"web": {"retries": {"attempts": 2}}}})
+    load = LoadLoop(d.port, clients=16, path="/echo", close_each=True, duration=30).start()
+    try:
+        await load.wait_ok(300)
+        b1.stop()  # no health checks: only redispatch keeps clients whole
+        mark = load.stats.ok
+        await load.wait_ok(mark + 600)
+    finally:
+        stats = await load.stop()
+    assert not stats.failures, [str(f) for f in stats.failures[:10]]
+    refused = [e for e in d.access_log(1) if e["backend"] == "b2" and e["attempts"] >= 2]
+    assert len(refused) >= 16, "the dead backend's share was not redispatched"
+    assert stats.backends["b2"] > stats.backends["b1"]
