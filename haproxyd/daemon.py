@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from haproxyd.admin.server import AdminServer
-from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.state import BackendState, Pool
 from haproxyd.cluster.manager import SHARED_SECTIONS, ClusterManager
 from haproxyd.config import Config, ConfigError, load_config, validate_document
@@ -31,7 +30,7 @@ from haproxyd.failover.machine import FailoverMachine
 from haproxyd.health import HealthEvent, HealthScheduler
 from haproxyd.heap import freeze_heap
 from haproxyd.proxy.listener import ListenerKey, ListenerSockets, sync_servers
-from haproxyd.proxy.runtime import ProxyRuntime
+from haproxyd.proxy.runtime import ProxyRuntime, check_buildable
 from haproxyd.supervisor import WorkerSet
 
 log = logging.getLogger("haproxyd")
@@ -241,12 +240,7 @@ class Daemon:
                     # In a cluster, pools and routes are the cluster's (the file was
                     # their bootstrap); the rest of the file applies to this node.
                     cfg = self.with_shared(cfg, self.cluster.document, str(self.config_path))
-            # Build what can still fail before anything running is touched.
-            for name, pool_cfg in cfg.pools.items():
-                try:
-                    create_balancer(pool_cfg.balancer.algorithm)
-                except ValueError as exc:
-                    raise ValueError(f"pools.{name}.balancer.algorithm: {exc}") from None
+            check_buildable(cfg)
             multi = self.workers is not None
             if (cfg.workers > 1) != multi:
                 log.warning(

@@ -13,6 +13,9 @@ Fixture API (all function-scoped unless said):
   `python -m haproxyd -c FILE` and waits until the listener accepts.
   `backends` takes Backend/RawBackend objects or `{id, address}` dicts.
 - `tls_files` (session) -> `TLSFiles(ca, cert, key, client_context)` made by trustme.
+- `redis_procs` -> `RedisProcesses` (helpers/redis_server.py): redis-servers for this
+  test, each on its own port, killable and restartable on it; `redis_port` -> the port
+  of one started on it (the cluster tests' Redis). Skipped without `redis-server`.
 
 Raw-socket client: `helpers.http1` (`Conn`, `build_request`, `chunked`, `wait_until`).
 
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.backends import Backend, BackendLoop, RawBackend, RawHandler
 from helpers.daemon import DAEMONS_ATTR, Daemon, attach_daemon, free_port, make_config
+from helpers.redis_server import RedisProcesses
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -152,3 +156,15 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return TLSFiles(ca=ca, cert=cert, key=key, client_context=context)
+
+
+@pytest.fixture
+def redis_procs(tmp_path: Path) -> Iterator[RedisProcesses]:
+    procs = RedisProcesses(tmp_path)
+    yield procs
+    procs.stop()
+
+
+@pytest.fixture
+def redis_port(redis_procs: RedisProcesses) -> int:
+    return redis_procs.spawn("cluster")

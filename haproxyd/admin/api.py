@@ -12,6 +12,16 @@ Runtime changes are not written to the config file: a reload (SIGHUP or config/u
 rebuilds pools from the config, so backends added or removed here and weights set here
 revert to the file, while drain/maint of a backend that stays in the file is kept (the
 live `Backend` object survives the reload).
+
+In a cluster (`daemon.cluster` set) membership and weights are configuration of the
+whole cluster: adding or removing a backend and setting a weight become a change of
+`pools.<pool>.backends` in the shared document, made through `change_config` exactly as
+a `config/update` (on a follower: sent to the leader; on the leader: validated, stored
+as the next version, applied; every node applies it). Backend *states* (drain, maint,
+ready) stay node-local, as with HAProxy's per-process runtime API: they are not
+configuration (a reload keeps them), a node may need to take a backend out for itself
+(a broken network path from that node), and in-flight requests, which decide whether a
+backend may be removed, are per node. `weight: 0` is the cluster-wide "no new traffic".
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import copy
 import hmac
 import json
 import logging
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -37,9 +47,15 @@ from haproxyd.balancer.state import Backend, BackendState, Pool
 from haproxyd.cluster.manager import (
     SHARED_SECTIONS,
     ClusterManager,
+    ClusterUnavailable,
     ConfigConflict,
     shared_document,
 )
+from haproxyd.proxy.runtime import check_buildable
+
+if TYPE_CHECKING:
+    from haproxyd.config import Config
+    from haproxyd.daemon import Daemon
 
 log = logging.getLogger("haproxyd.admin")
 
@@ -59,18 +75,29 @@ FORWARDED_HEADER = "X-Haproxyd-Forwarded-By"  # a change a follower sent to the 
 
 
 class APIError(Exception):
-    def __init__(self, status: int, error: str, details: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        details: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.details = details or []
+        self.extra = extra or {}  # more fields of the body (`forwarded_to`)
 
 
 def error_response(
-    status: int, error: str, details: list[str] | None = None, headers: dict[str, str] | None = None
+    status: int,
+    error: str,
+    details: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
     return web.json_response(
-        {"error": error, "details": details or []}, status=status, headers=headers
+        {"error": error, "details": details or [], **(extra or {})}, status=status, headers=headers
     )
 
 
@@ -90,7 +117,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     try:
         return await handler(request)
     except APIError as exc:
-        return error_response(exc.status, exc.error, exc.details)
+        return error_response(exc.status, exc.error, exc.details, extra=exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -353,13 +380,27 @@ async def add_backend(request: web.Request) -> web.Response:
             "duplicate backend id",
             [f"backend {bcfg.id!r} exists in pool {existing[0].name!r}"],
         )
-    runtime = state.daemon.runtime
-    assert runtime is not None
-    backend = runtime.add_backend(pool_name, bcfg)
+    cluster_fields: dict[str, Any] = {}
+    if _cluster(state) is not None:
+        # A backend of the cluster: a new version of the shared document adds it on
+        # every node (a drain/maint `state` stays this node's, see the module docstring).
+        entries = [*_configured_backends(state, pool_name), bcfg.model_dump(mode="json")]
+        result = await _propose_backends(request, pool_name, entries)
+        found = state.find_backend(bcfg.id)
+        if found is None:
+            return _not_applied_here(result)
+        pool_runtime, backend = found
+        cluster_fields = _cluster_fields(result)
+    else:
+        runtime = state.daemon.runtime
+        assert runtime is not None
+        backend = runtime.add_backend(pool_name, bcfg)
     if word in ("drain", "maint"):
         pool_runtime.pool.set_state(bcfg.id, _target_state(state, pool_runtime.pool, backend, word))
     log.info("admin: added backend %s (%s) to pool %s", bcfg.id, backend.address, pool_name)
-    return web.json_response(state.backend_view(pool_runtime, backend), status=201)
+    return web.json_response(
+        {**state.backend_view(pool_runtime, backend), **cluster_fields}, status=201
+    )
 
 
 async def patch_backend(request: web.Request) -> web.Response:
@@ -372,19 +413,36 @@ async def patch_backend(request: web.Request) -> web.Response:
         raise APIError(400, "invalid change", pydantic_details(exc)) from None
     if patch.weight is None and patch.state is None:
         raise APIError(400, "invalid change", ["give weight and/or state"])
-    pool = pool_runtime.pool
-    new_state = (
-        _target_state(state, pool, backend, patch.state) if patch.state is not None else None
-    )
-    # Everything is validated: from here on nothing can fail.
-    if patch.weight is not None:
-        pool.set_weight(backend.id, patch.weight)
-    if new_state is not None:
-        pool.set_state(backend.id, new_state)
+    cluster_fields: dict[str, Any] = {}
+    if patch.weight is not None and _cluster(state) is not None:
+        # The weight is configuration: the cluster's, changed through its leader. Only
+        # once that succeeded does the (node-local) state change below happen, so a
+        # refused change changes nothing.
+        entries = _configured_backends(state, pool_runtime.name)
+        entry = next((e for e in entries if e["id"] == backend.id), None)
+        if entry is None:
+            raise APIError(
+                409,
+                "backend not in the cluster config",
+                [f"backend {backend.id!r} is not in pools.{pool_runtime.name}.backends"],
+            )
+        entry["weight"] = patch.weight
+        result = await _propose_backends(request, pool_runtime.name, entries)
+        found = state.find_backend(backend.id)
+        if found is None:
+            return _not_applied_here(result)
+        # The reload rebuilt the pool object (the Backend object is kept).
+        pool_runtime, backend = found
+        cluster_fields = _cluster_fields(result)
+    elif patch.weight is not None:
+        pool_runtime.pool.set_weight(backend.id, patch.weight)
+    if patch.state is not None:
+        pool = pool_runtime.pool
+        pool.set_state(backend.id, _target_state(state, pool, backend, patch.state))
     log.info(
         "admin: backend %s: weight=%s state=%s", backend.id, backend.weight, str(backend.state)
     )
-    return web.json_response(state.backend_view(pool_runtime, backend))
+    return web.json_response({**state.backend_view(pool_runtime, backend), **cluster_fields})
 
 
 async def delete_backend(request: web.Request) -> web.Response:
@@ -417,12 +475,82 @@ async def delete_backend(request: web.Request) -> web.Response:
             )
         await asyncio.sleep(WAIT_POLL)
     view = state.backend_view(pool_runtime, backend)
-    runtime = state.daemon.runtime
-    assert runtime is not None
-    runtime.remove_backend(backend_id)
+    cluster_fields: dict[str, Any] = {}
+    if _cluster(state) is not None:
+        # Idle here (in maint or drained, nothing in flight on this node): every node
+        # drops it with the new version; requests other nodes still have on it finish,
+        # as with a reload that removes a backend from the file.
+        entries = [
+            e for e in _configured_backends(state, pool_runtime.name) if e["id"] != backend_id
+        ]
+        result = await _propose_backends(request, pool_runtime.name, entries)
+        if state.find_backend(backend_id) is not None:
+            return _not_applied_here(result)
+        cluster_fields = _cluster_fields(result)
+    else:
+        runtime = state.daemon.runtime
+        assert runtime is not None
+        runtime.remove_backend(backend_id)
     state.stats.forget(pool_runtime.name, backend_id)
     log.info("admin: removed backend %s from pool %s", backend_id, pool_runtime.name)
-    return web.json_response({"removed": view})
+    return web.json_response({"removed": view, **cluster_fields})
+
+
+# -- runtime changes in a cluster --------------------------------------------------------
+
+
+def _cluster(state: AdminState) -> ClusterManager | None:
+    cluster: ClusterManager | None = getattr(state.daemon, "cluster", None)
+    return cluster
+
+
+def _configured_backends(state: AdminState, pool_name: str) -> list[dict[str, Any]]:
+    """The running config's backends of `pool_name`, as the JSON of a config document.
+    In a cluster that is the shared document this node runs: no backend exists there
+    but through it."""
+    pool = state.daemon.config.pools[pool_name]
+    return [b.model_dump(mode="json") for b in pool.backends]
+
+
+async def _propose_backends(
+    request: web.Request, pool_name: str, entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A runtime change of a cluster node: `pools.<pool_name>.backends` becomes
+    `entries`, through `change_config` like a config/update. The change was derived
+    from the version this node runs, so it is made only against that version: had
+    another change been stored meanwhile, merging this one onto it could undo it (409).
+    `?version=N` must name that same version."""
+    cluster = _cluster(_state(request))
+    assert cluster is not None
+    current = cluster.cluster_version
+    asked = _base_version(request)
+    if asked is not None and asked != current:
+        detail = (
+            f"stale change: based on version {asked}, the cluster is at version {current}"
+            if asked < current
+            else f"this node runs cluster version {current}, not yet {asked}: retry in a moment"
+        )
+        raise APIError(409, "cluster config not changed", [detail])
+    document = {"pools": {pool_name: {"backends": entries}}}
+    return await change_config(request, document, base_version=current)
+
+
+def _cluster_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """What a runtime change in a cluster adds to its answer: the version that holds it
+    and, from a follower, the leader that stored it."""
+    return {k: result[k] for k in ("cluster_version", "forwarded_to") if k in result}
+
+
+def _not_applied_here(result: dict[str, Any]) -> web.Response:
+    """The leader stored the change, but this node does not run it yet (it cannot reach
+    Redis, or could not apply the version: see its log); it applies the version at its
+    next version check. 202 with the config/update result: the change is made."""
+    log.warning(
+        "admin: cluster version %s stored by %s, not applied on this node yet",
+        result.get("cluster_version"),
+        result.get("forwarded_to", "this node"),
+    )
+    return web.json_response(result, status=202)
 
 
 async def failover_trigger(request: web.Request) -> web.Response:
@@ -444,6 +572,16 @@ async def failover_trigger(request: web.Request) -> web.Response:
             [f"backend: pool {trigger.pool!r} has no backend {trigger.backend!r}"],
         )
     machine = state.daemon.failover
+    cluster = _cluster(state)
+    described = machine.describe(trigger.pool)
+    if cluster is not None and described is not None and described["mode"] == "follower":
+        # The leader decides this pool for the cluster: the trigger is its to carry out.
+        if FORWARDED_HEADER in request.headers:
+            raise APIError(
+                503, "no cluster leader", [f"{cluster.node_id} is not the cluster leader"]
+            )
+        path = f"{API}/failover/trigger"
+        return web.json_response(await _call_leader(request, cluster, path, body, {}))
     try:
         result = machine.trigger(
             trigger.pool, target=trigger.to, backend=trigger.backend, reason=trigger.reason
@@ -463,50 +601,82 @@ async def failover_trigger(request: web.Request) -> web.Response:
 
 
 async def config_update(request: web.Request) -> web.Response:
-    from haproxyd.config import ConfigError, validate_document
-
-    state = _state(request)
     mode = request.query.get("mode", "merge")
     if mode not in ("merge", "replace"):
         raise APIError(400, "invalid mode", ["mode must be merge or replace"])
     base_version = _base_version(request)
     document = await _json_object(request)
+    return web.json_response(
+        await change_config(request, document, mode=mode, base_version=base_version)
+    )
+
+
+async def change_config(
+    request: web.Request,
+    document: dict[str, Any],
+    *,
+    mode: str = "merge",
+    base_version: int | None = None,
+) -> dict[str, Any]:
+    """The one way the admin API changes the configuration: `config/update`, and in a
+    cluster the runtime changes of backends (add, weight, remove), which are changes of
+    `pools`. Validated exactly as a SIGHUP reload; applied whole or not at all.
+
+    In a cluster the shared sections (pools, routes) change only through the leader: a
+    follower validates the change, then sends it there (the leader's answer is its
+    answer, `forwarded_to` added, and it applies the new version before answering); the
+    leader validates it, stores it as the next version (when `base_version` is given it
+    must be the current version, else 409) and applies it. The other sections belong to
+    the node called: a follower refuses a change of both kinds at once (400), and the
+    leader takes only the shared sections of a follower's change. No leader, or Redis
+    unreachable: 503. Returns the result body; raises APIError with nothing changed."""
+    state = _state(request)
     daemon = state.daemon
-    cluster = getattr(daemon, "cluster", None)
+    cluster = _cluster(state)
+    forwarded = FORWARDED_HEADER in request.headers
     if (
         cluster is not None
         and not cluster.is_leader
         and (mode == "replace" or any(k in document for k in SHARED_SECTIONS))
     ):
-        # The cluster's pools and routes change only through its leader.
-        if FORWARDED_HEADER in request.headers:  # sent here as to the leader: not any more
-            raise APIError(409, "cluster config not changed", ["this node is not the leader"])
-        return await _forward_to_leader(request, cluster, document)
-    async with state.lock:
-        running = daemon.config
-        data = (
-            deep_merge(running.model_dump(mode="json"), document) if mode == "merge" else document
-        )
-        base_dir = daemon.config_path.parent if daemon.config_path is not None else None
-        try:
-            cfg = validate_document(data, source="admin config/update", base_dir=base_dir)
-        except ConfigError as exc:
-            daemon.reloads["error"] += 1
+        if forwarded:  # sent here as to the leader: not any more
             raise APIError(
-                400, "invalid configuration", [str(issue) for issue in exc.issues]
-            ) from None
-        if cfg == running:
-            return web.json_response(
-                {"applied": True, "changed": False, "config_version": daemon.config_version}
+                503,
+                "no cluster leader",
+                [f"{cluster.node_id} is not the cluster leader (any more): retry in a moment"],
             )
+        running, cfg = _validated(daemon, document, mode)
+        if _node_local(cfg) != _node_local(running):
+            raise APIError(
+                400,
+                "mixed cluster and node change",
+                [
+                    f"in a cluster, {' and '.join(SHARED_SECTIONS)} change through the "
+                    "leader for every node, the other sections on the node called only: "
+                    "send them in separate calls"
+                ],
+            )
+        return await _forward_to_leader(request, cluster, document, mode, base_version)
+    async with state.lock:
+        # A follower's change is one of the cluster's sections: this node keeps its own
+        # node, listeners, admin... (the follower checked it changes nothing else).
+        running, cfg = _validated(daemon, document, mode, shared_only=forwarded)
+        if cfg == running:
+            return {"applied": True, "changed": False, "config_version": daemon.config_version}
         cluster_version = None
         if cluster is not None and shared_document(cfg) != shared_document(running):
+            try:
+                check_buildable(cfg)  # never store a version the nodes cannot run
+            except ValueError as exc:
+                raise APIError(400, "configuration not applied", [str(exc)]) from None
             try:
                 cluster_version = await cluster.update_config(
                     shared_document(cfg), base_version=base_version
                 )
             except ConfigConflict as exc:
                 raise APIError(409, "cluster config not changed", [str(exc)]) from None
+            except ClusterUnavailable as exc:
+                raise APIError(503, "no cluster leader", [str(exc)]) from None
         try:
             errors = await daemon.reload(cfg)
         except (ValueError, KeyError, OSError) as exc:
@@ -529,7 +699,37 @@ async def config_update(request: web.Request) -> web.Response:
     }
     if cluster_version is not None:
         out["cluster_version"] = cluster_version
-    return web.json_response(out)
+    return out
+
+
+def _validated(
+    daemon: Daemon, document: dict[str, Any], mode: str, *, shared_only: bool = False
+) -> tuple[Config, Config]:
+    """(the running config, the config `document` makes of it: merged onto it, or
+    replacing it; with `shared_only`, in its shared sections only), validated exactly as
+    a SIGHUP reload; 400 with every error (counted as a failed reload) when invalid."""
+    from haproxyd.config import ConfigError, validate_document
+
+    running = daemon.config
+    current = running.model_dump(mode="json")
+    data = deep_merge(current, document) if mode == "merge" else document
+    if shared_only:
+        data = {
+            **{k: v for k, v in current.items() if k not in SHARED_SECTIONS},
+            **{k: data[k] for k in SHARED_SECTIONS if k in data},
+        }
+    base_dir = daemon.config_path.parent if daemon.config_path is not None else None
+    try:
+        cfg = validate_document(data, source="admin config/update", base_dir=base_dir)
+    except ConfigError as exc:
+        daemon.reloads["error"] += 1
+        raise APIError(400, "invalid configuration", [str(issue) for issue in exc.issues]) from None
+    return running, cfg
+
+
+def _node_local(cfg: Config) -> dict[str, Any]:
+    """The sections of `cfg` that are each node's own in a cluster."""
+    return cfg.model_dump(mode="json", exclude=set(SHARED_SECTIONS))
 
 
 def _base_version(request: web.Request) -> int | None:
@@ -548,10 +748,35 @@ def _base_version(request: web.Request) -> int | None:
 
 
 async def _forward_to_leader(
-    request: web.Request, cluster: ClusterManager, document: dict[str, Any]
-) -> web.Response:
-    """Send a follower's config change to the leader's admin API; its answer is ours."""
-    leader = cluster.leader_admin_url()
+    request: web.Request,
+    cluster: ClusterManager,
+    document: dict[str, Any],
+    mode: str,
+    base_version: int | None,
+) -> dict[str, Any]:
+    """Send a follower's change to the leader's `config/update`; its answer is ours.
+    Once the leader has stored a new version this node applies it before answering, so
+    that what the caller reads here next already shows the change."""
+    params = {"mode": mode}
+    if base_version is not None:
+        params["version"] = str(base_version)
+    body = await _call_leader(request, cluster, f"{API}/config/update", document, params)
+    if body.get("changed"):
+        await cluster.catch_up()
+    return body
+
+
+async def _call_leader(
+    request: web.Request,
+    cluster: ClusterManager,
+    path: str,
+    document: dict[str, Any],
+    params: dict[str, str],
+) -> dict[str, Any]:
+    """POST `document` to the leader's admin API (with the caller's credentials) and
+    return its JSON answer with `forwarded_to`; the leader's error is raised as ours,
+    with its status and body. No leader, or none that answers: 503."""
+    leader_id, leader = cluster.leader_id, cluster.leader_admin_url()
     if leader is None:
         raise APIError(
             503, "no cluster leader", ["the cluster has no leader now: retry in a moment"]
@@ -559,21 +784,31 @@ async def _forward_to_leader(
     headers = {FORWARDED_HEADER: cluster.node_id}
     if "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
-    url = f"{leader}{request.path}"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)) as http,
-            http.post(url, params=request.query, json=document, headers=headers) as response,
+            http.post(f"{leader}{path}", params=params, json=document, headers=headers) as response,
         ):
             body = await response.json(content_type=None)
             status = response.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise APIError(
-            503, "cluster leader unreachable", [f"{cluster.leader_id} at {leader}: {exc}"]
+            503, "cluster leader unreachable", [f"{leader_id} at {leader}: {exc}"]
         ) from None
-    if isinstance(body, dict):
-        body["forwarded_to"] = cluster.leader_id
-    return web.json_response(body, status=status)
+    forwarded = {"forwarded_to": leader_id}
+    if not isinstance(body, dict):
+        raise APIError(
+            503, "cluster leader unreachable", [f"{leader_id}: not a JSON object"], forwarded
+        )
+    if status != 200:
+        details = body.get("details")
+        raise APIError(
+            status,
+            str(body.get("error") or f"HTTP {status} from the leader"),
+            [str(d) for d in details] if isinstance(details, list) else [],
+            forwarded,
+        )
+    return {**body, **forwarded}
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

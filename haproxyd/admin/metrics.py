@@ -382,6 +382,13 @@ class HaproxydCollector(Collector):
         for name, n in sorted(by_state.items()):
             nodes.add_metric([name], n)
         yield nodes
+        redis = cluster.get("redis")
+        if redis is not None:  # cluster mode only
+            yield GaugeMetricFamily(
+                "haproxyd_cluster_redis_up",
+                "1 when this node's last heartbeat reached the cluster's Redis.",
+                value=1 if redis.get("reachable") else 0,
+            )
         yield GaugeMetricFamily(
             "haproxyd_cluster_term",
             "The newest leader term this node has seen (0: standalone).",

@@ -40,6 +40,19 @@ NUM = {"type": "number"}
 BOOL = {"type": "boolean"}
 STATE = {"type": "string", "enum": ["checking", "up", "down", "draining", "maint"]}
 COUNT = {"type": "integer", "minimum": 0}
+# What a runtime change or config/update made in a cluster adds to its answer.
+CLUSTER_CHANGE = {
+    "cluster_version": {
+        **COUNT,
+        "description": "Cluster mode: the version of the shared document (pools, routes) "
+        "that holds the change (absent when nothing changed, and outside a cluster).",
+    },
+    "forwarded_to": {
+        **STR,
+        "description": "Cluster mode: the leader a follower sent the change to (its "
+        "answer, error or not, is this one).",
+    },
+}
 
 
 def _schemas() -> dict[str, Any]:
@@ -83,6 +96,10 @@ def _schemas() -> dict[str, Any]:
             "selections": COUNT,
             "health": _ref("BackendHealth"),
         }
+    )
+    # The answer to an add or a change: a Backend, in a cluster with CLUSTER_CHANGE.
+    changed_backend = _obj(
+        {**backend["properties"], **CLUSTER_CHANGE}, required=list(backend["properties"])
     )
     pool_status = _obj(
         {
@@ -228,31 +245,106 @@ def _schemas() -> dict[str, Any]:
             "node": BOOL,
         }
     )
+    roles = ["standalone", "leader", "follower", "candidate", "degraded"]
     cluster_node = _obj(
         {
             "id": STR,
-            "address": _nullable(STR),
+            "address": _nullable({**STR, "description": "Admin URL (null: a lost node)."}),
             "region": _nullable(STR),
-            "state": STR,
-            "role": STR,
+            "state": {
+                "type": "string",
+                "enum": ["up", "lost"],
+                "description": "lost: its heartbeat record expired.",
+            },
+            "role": {
+                "type": "string",
+                "enum": [*roles, "lost"],
+                "description": "The role the node published with its last heartbeat.",
+            },
             "self": BOOL,
-            "last_seen": _nullable(NUM),
+            "last_seen": _nullable(
+                {**NUM, "description": "Its last heartbeat (a lost node: when it was lost)."}
+            ),
+            "healthy": {**BOOL, "description": "Cluster mode: its own node checks pass."},
+            "config_version": {
+                **COUNT,
+                "description": "Cluster mode: the shared document version it runs.",
+            },
+            "term": {**COUNT, "description": "Cluster mode: the newest term it has seen."},
+            "reachable": _nullable(
+                {
+                    **BOOL,
+                    "description": "Cluster mode: answered this node's probe of its admin "
+                    "API (null: not probed yet, or lost).",
+                }
+            ),
         },
         required=["id", "state", "role", "self"],
     )
     cluster = _obj(
         {
             "enabled": BOOL,
-            "mode": STR,
+            "mode": {"type": "string", "enum": ["standalone", "cluster"]},
             "node_id": STR,
-            "role": STR,
-            "is_leader": BOOL,
-            "leader": _nullable(STR),
-            "term": COUNT,
+            "role": {"type": "string", "enum": roles},
+            "is_leader": {
+                **BOOL,
+                "description": "Acting leader: holds the lease and sees a quorum.",
+            },
+            "leader": _nullable({**STR, "description": "The lease holder's id (null: none)."}),
+            "term": {**COUNT, "description": "The newest leader term this node has seen."},
             "quorum": COUNT,
             "has_quorum": BOOL,
+            "state": {
+                "type": "string",
+                "enum": ["ok", "degraded", "no_quorum"],
+                "description": "Cluster mode. degraded: Redis unreachable from this node "
+                "(serving with the last known state); no_quorum: fewer live members "
+                "than quorum_size.",
+            },
+            "config_version": {
+                **COUNT,
+                "description": "Cluster mode: the shared document version this node runs.",
+            },
+            "redis": _obj(
+                {
+                    "url": {**STR, "description": "cluster.redis_url, password hidden."},
+                    "reachable": _nullable(
+                        {**BOOL, "description": "The last beat reached it (null: not tried)."}
+                    ),
+                    "error": _nullable(STR),
+                    "last_contact": _nullable(
+                        {**NUM, "description": "Epoch of the last successful beat."}
+                    ),
+                },
+                description="Cluster mode: this node's view of the cluster's Redis.",
+            ),
+            "local_fallback": BOOL,
+            "health_consensus": {"type": "string", "enum": ["local", "majority"]},
+            "stale_writes_refused": {
+                **COUNT,
+                "description": "Leader writes of this node that Redis refused (fencing).",
+            },
+            "peers": {
+                "type": "array",
+                "description": "Cluster mode: every peer admin API this node probes.",
+                "items": _obj({"address": STR, "reachable": BOOL}),
+            },
             "nodes": {"type": "array", "items": _ref("ClusterNode")},
-        }
+        },
+        required=[
+            "enabled",
+            "mode",
+            "node_id",
+            "role",
+            "is_leader",
+            "leader",
+            "term",
+            "quorum",
+            "has_quorum",
+            "nodes",
+        ],
+        description="A standalone node answers the first ten fields; a cluster node all.",
     )
     event = _obj(
         {
@@ -342,12 +434,30 @@ def _schemas() -> dict[str, Any]:
             "active": {"type": "array", "items": STR},
             "event": _nullable(_ref("FailoverEvent")),
             "decision": _ref("Decision"),
-        }
+            "forwarded_to": CLUSTER_CHANGE["forwarded_to"],
+        },
+        required=["pool", "action", "active", "event", "decision"],
     )
-    update_result = _obj({"applied": BOOL, "changed": BOOL, "config_version": INT})
+    update_result = _obj(
+        {
+            "applied": BOOL,
+            "changed": BOOL,
+            "config_version": {
+                **INT,
+                "description": "This node's config version (one more per reload).",
+            },
+            **CLUSTER_CHANGE,
+        },
+        required=["applied", "changed", "config_version"],
+    )
     error = _obj(
-        {"error": STR, "details": {"type": "array", "items": STR}},
-        description="Every 4xx (and a 500, which is a bug) has this body.",
+        {
+            "error": STR,
+            "details": {"type": "array", "items": STR},
+            "forwarded_to": CLUSTER_CHANGE["forwarded_to"],
+        },
+        required=["error", "details"],
+        description="Every 4xx and 503 (and a 500, which is a bug) has this body.",
     )
     return {
         "Error": error,
@@ -355,8 +465,9 @@ def _schemas() -> dict[str, Any]:
         "Latency": latency,
         "BackendHealth": backend_health,
         "Backend": backend,
+        "ChangedBackend": changed_backend,
         "BackendList": _obj({"backends": {"type": "array", "items": _ref("Backend")}}),
-        "Removed": _obj({"removed": _ref("Backend")}),
+        "Removed": _obj({"removed": _ref("Backend"), **CLUSTER_CHANGE}, required=["removed"]),
         "PoolStatus": pool_status,
         "Decision": decision,
         "Status": status,
@@ -392,8 +503,12 @@ _ERRORS = {
     400: "Invalid input; nothing changed.",
     401: "Missing or wrong bearer token (admin.token set).",
     404: "No such pool or backend.",
-    409: "Conflicts with the current state; nothing changed.",
+    409: "Conflicts with the current state; nothing changed. In a cluster also: the "
+    "change was based on another version of the shared document than the cluster's "
+    "(`?version=`, or another change was stored meanwhile).",
     413: "Body too large.",
+    503: "Cluster mode: no leader to make the change (none elected, the leader is "
+    "unreachable, or Redis is); nothing changed, retry.",
 }
 
 
@@ -448,6 +563,31 @@ ID_PARAM = {
     "description": "Backend id.",
 }
 POOL_QUERY = _query("pool", STR, "Only this pool (404 if there is none).")
+VERSION_QUERY = _query(
+    "version",
+    {"type": "integer", "minimum": 0},
+    "Cluster mode: the version of the shared document (pools, routes; `config_version` "
+    "of GET /api/v1/ha/cluster/status) the change was made against; 409 unless it is "
+    "the cluster's current one. Ignored outside a cluster, and by a change of "
+    "drain/maint/ready alone (node-local).",
+)
+# Cluster mode: the leader stored the change, this node does not run it yet.
+NOT_APPLIED_HERE = _json(
+    "ConfigUpdateResult",
+    "Cluster mode: stored by the leader (`cluster_version`) but not applied on this node "
+    "yet (it cannot reach Redis, or failed to apply it: see its log); it applies it at "
+    "its next version check.",
+)
+
+
+def _in_cluster(what: str) -> str:
+    return (
+        f" In a cluster {what} a change of the shared document (pools.<pool>.backends), "
+        "made through the leader exactly as a config/update (every node applies it; a "
+        "follower answers once it runs it); drain/maint/ready stay this node's."
+    )
+
+
 BAD = (400, 401)
 READ = (401,)
 
@@ -524,12 +664,17 @@ def _document() -> dict[str, Any]:
             ),
             "post": _op(
                 "Add backend",
-                {201: _json("Backend", "Added; it takes traffic once health allows.")},
-                (400, 401, 409, 413),
+                {
+                    201: _json("ChangedBackend", "Added; it takes traffic once health allows."),
+                    202: NOT_APPLIED_HERE,
+                },
+                (400, 401, 409, 413, 503),
+                params=[VERSION_QUERY],
                 body="NewBackend",
                 description="400 on an invalid body or an unknown pool, 409 when the id "
-                "exists in any pool. A runtime change: a reload rebuilds pools from "
-                "the config.",
+                "exists in any pool. Standalone, a runtime change: a reload rebuilds pools "
+                "from the config." + _in_cluster("this is") + " To add one that takes no "
+                "traffic on any node, give it weight 0.",
             ),
         },
         f"{API}/load-balancer/backends/{{id}}": {
@@ -537,23 +682,33 @@ def _document() -> dict[str, Any]:
             "get": _op("Get backend", {200: _json("Backend", "The backend.")}, (401, 404)),
             "patch": _op(
                 "Change backend",
-                {200: _json("Backend", "The backend after the change.")},
-                (400, 401, 404, 413),
+                {
+                    200: _json("ChangedBackend", "The backend after the change."),
+                    202: NOT_APPLIED_HERE,
+                },
+                (400, 401, 404, 409, 413, 503),
+                params=[VERSION_QUERY],
                 body="BackendPatch",
+                description="Standalone, both are runtime changes." + _in_cluster("a weight is"),
             ),
             "delete": _op(
                 "Remove backend",
-                {200: _json("Removed", "Removed; its in-flight requests had finished.")},
-                (400, 401, 404, 409),
+                {
+                    200: _json("Removed", "Removed; its in-flight requests had finished."),
+                    202: NOT_APPLIED_HERE,
+                },
+                (400, 401, 404, 409, 503),
                 params=[
                     _query(
                         "wait",
                         {"type": "number", "minimum": 0, "maximum": 300},
                         "Seconds to wait for in-flight requests to finish (default 0).",
-                    )
+                    ),
+                    VERSION_QUERY,
                 ],
                 description="Refused (409) unless the backend is in maint or draining "
-                "with no request in flight; with ?wait= polls until it is.",
+                "with no request in flight on this node; with ?wait= polls until it is."
+                + _in_cluster("this is"),
             ),
         },
         f"{API}/health-checks": {
@@ -589,15 +744,20 @@ def _document() -> dict[str, Any]:
             "post": _op(
                 "Trigger failover",
                 {200: _json("FailoverResult", "What the pool serves from now.")},
-                (400, 401, 404, 409, 413),
+                (400, 401, 404, 409, 413, 503),
                 body="FailoverTrigger",
+                description="A forced failover through the failover state machine. In a "
+                "cluster, a pool the leader decides for every node (active_passive, "
+                "multi_active, manual) is triggered on the leader: a follower sends the "
+                "call there and answers with the leader's answer (`forwarded_to`); 503 "
+                "while there is no leader.",
             )
         },
         f"{API}/config/update": {
             "post": _op(
                 "Update config",
                 {200: _json("ConfigUpdateResult", "Applied (or nothing to change).")},
-                (400, 401, 413),
+                (400, 401, 409, 413, 503),
                 params=[
                     _query(
                         "mode",
@@ -605,7 +765,8 @@ def _document() -> dict[str, Any]:
                         "merge (default): deep-merge the body onto the running config "
                         "(objects merge, lists replace); replace: the body is the whole "
                         "config.",
-                    )
+                    ),
+                    VERSION_QUERY,
                 ],
                 body_schema={
                     "type": "object",
@@ -614,7 +775,12 @@ def _document() -> dict[str, Any]:
                     "example": {"timeouts": {"response": "30s"}},
                 },
                 description="Validated exactly as a SIGHUP reload; applied atomically, or "
-                "400 with every error and nothing changed.",
+                "400 with every error and nothing changed. In a cluster, a change of pools "
+                "or routes (the shared document) is made by the leader: a follower sends it "
+                "there and answers with the leader's answer (`forwarded_to`), the leader "
+                "stores it as the next version (`cluster_version`) and every node applies "
+                "it; the other sections apply to the node called only (a follower refuses a "
+                "document that changes both kinds with 400).",
             )
         },
     }

@@ -4,9 +4,12 @@ file: it must work on an air-gapped host), in the spirit of HAProxy's stats page
 The page holds no data: its script polls the JSON API (status, load-balancer stats,
 backends, health checks, failover events, cluster) every `?refresh=` seconds (default 2)
 and redraws. Rows are coloured by backend state; each row carries `data-backend`,
-`data-state` and `data-color` so that tests (and scrapers) need not parse colours. With
-`admin.read_auth`, the page asks for the token once and keeps it in localStorage (or
-takes it from `#token=...` in the URL).
+`data-state` and `data-color` so that tests (and scrapers) need not parse colours. Under
+each pool's heading, its failover decision (`data-decision-pool`, `data-active`,
+`data-kind`); the cluster section shows the cluster's state, leader and term
+(`data-cluster-mode`, `data-cluster-state`, "standalone" for a single node) and a row
+per node (`data-node`, `data-node-state`). With `admin.read_auth`, the page asks for
+the token once and keeps it in localStorage (or takes it from `#token=...` in the URL).
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ STATUS_PAGE = r"""<!DOCTYPE html>
   td.wrap { white-space: normal; min-width: 16em; word-break: break-word; }
   tr.backend td:first-child { font-weight: 600; }
   tr.total td { background: #eef1f4; font-weight: 600; }
+  p.decision, p.summary { margin: 0; padding: 3px 8px; background: #e8edf1;
+                          border: 1px solid #c9cfd4; border-bottom: 0; }
+  p.decision .k, p.summary .k { color: #52677a; margin: 0 3px 0 10px; }
+  p.decision .k:first-child, p.summary .k:first-child { margin-left: 0; }
+  .warn { color: #b00000; font-weight: 600; }
   .legend .sw { display: inline-block; padding: 1px 8px; margin-right: 6px;
                  border: 1px solid #999; }
   #error { display: none; background: #d12a2a; color: #fff; padding: 6px 14px; }
@@ -74,7 +82,8 @@ STATUS_PAGE = r"""<!DOCTYPE html>
   <div id="pools"></div>
   <section><h2>Health checks</h2><table id="checks"></table></section>
   <section><h2>Failover events</h2><table id="events"></table></section>
-  <section><h2>Cluster</h2><table id="cluster"></table></section>
+  <section><h2>Cluster</h2><p id="cluster-summary" class="summary"></p>
+    <table id="cluster"></table></section>
 </main>
 <script>
 "use strict";
@@ -128,13 +137,42 @@ function head(names, left) {
   left = left || [0, 1];
   return el("tr", {}, ...names.map((n, i) => el("th", left.includes(i) ? {class: "l"} : {}, n)));
 }
+function kv(pairs) {
+  // [label, value] pairs as "label value" spans, nulls left out
+  const out = [];
+  for (const [k, v] of pairs) {
+    if (v === null || v === undefined || v === "") continue;
+    out.push(el("span", {class: "k"}, k), v instanceof Node ? v : String(v));
+  }
+  return out;
+}
+function decidedBy(mode, clustered) {
+  if (!clustered) return "this node";
+  return {leader: "this node, as cluster leader", follower: "the cluster leader",
+          local: "this node (node-local pool)"}[mode] || mode;
+}
+function drawDecision(d, clustered) {
+  if (!d) {
+    return el("p", {class: "decision", "data-decision-pool": ""}, "no failover decision");
+  }
+  const active = d.active.length ? d.active.join(", ") : el("span", {class: "warn"}, "none");
+  return el("p", {class: "decision", "data-decision-pool": d.pool,
+                  "data-active": d.active.join(","), "data-kind": d.kind},
+    ...kv([["active", active], ["decision", d.kind + " (v" + d.version + ")"],
+           ["reason", d.reason], ["since", when(d.since)],
+           ["decided by", decidedBy(d.mode, clustered)],
+           ["panic", d.panic ? el("span", {class: "warn"}, "yes: unhealthy backends included")
+                             : null],
+           ["retry fallback", d.fallback],
+           ["held (flapping)", d.held && d.held.length ? d.held.join(", ") : null]]));
+}
 function checkText(h) {
   if (!h || !h.checks.length) return h && h.ejected ? "ejected (passive)" : "-";
   return h.checks.map(c => c.type + ": " + c.status + (c.reason ? " (" + c.reason + ")" : ""))
     .join("; ") + (h.ejected ? "; ejected" : "");
 }
 
-function drawPools(status, stats, backends) {
+function drawPools(status, stats, backends, clustered) {
   const now = stats.time;
   const byId = {};
   for (const b of backends.backends) byId[b.id] = b;
@@ -184,7 +222,7 @@ function drawPools(status, stats, backends) {
          el("span", {class: "sub"}, (ps.algorithm || pool.algorithm) + " \u00b7 " +
             (ps.strategy || "") + " \u00b7 " + (ps.selectable || 0) + "/" +
             (ps.backends || 0) + " selectable")),
-      t));
+      drawDecision(ps.decision, clustered), t));
   }
   box.replaceChildren(...sections);
   previous = {time: now, backends: seen};
@@ -220,16 +258,42 @@ function drawEvents(data) {
       el("td", {class: "l"}, e.strategy), el("td", {class: "l wrap"}, e.reason)]));
   }
 }
+function yesNo(v) { return v === true ? "yes" : v === false ? "no" : "-"; }
 function drawCluster(c) {
+  const summary = document.getElementById("cluster-summary");
+  summary.setAttribute("data-cluster-mode", c.mode);
+  summary.setAttribute("data-cluster-state", c.mode === "cluster" ? c.state : "standalone");
+  if (c.mode !== "cluster") {
+    summary.replaceChildren(...kv([["mode", "standalone (one node: no cluster, no Redis)"]]));
+  } else {
+    const redis = c.redis || {};
+    const state = c.state === "ok" ? c.state : el("span", {class: "warn"}, c.state);
+    summary.replaceChildren(...kv([["state", state], ["leader", c.leader || "none"],
+      ["term", c.term], ["this node", c.role],
+      ["quorum", c.quorum + (c.has_quorum ? " (met)" : " (NOT met)")],
+      ["config version", c.config_version],
+      ["redis", redis.url + (redis.reachable === false ? " unreachable: " + redis.error : "")],
+      ["health consensus", c.health_consensus],
+      ["local fallback", c.local_fallback ? "on" : "off"],
+      ["stale writes refused", c.stale_writes_refused || null]]));
+  }
   const t = document.getElementById("cluster");
-  t.replaceChildren(head(["Node", "Address", "State", "Role", "Leader", "Last seen"],
-    [0, 1, 2, 3]));
+  t.replaceChildren(head(["Node", "Address", "State", "Role", "Leader", "Config version",
+    "Term", "Healthy", "Reachable", "Last seen"], [0, 1, 2, 3]));
   for (const n of c.nodes) {
+    const version = n.config_version === undefined ? "-" : "v" + n.config_version +
+      (c.config_version !== undefined && n.state === "up" &&
+       n.config_version !== c.config_version ? " (this node: v" + c.config_version + ")" : "");
     t.append(row([el("td", {class: "l"}, n.id + (n.self ? " (this node)" : "")),
       el("td", {class: "l"}, n.address || "-"), el("td", {class: "l"}, n.state),
       el("td", {class: "l"}, n.role),
-      n.id === c.leader ? "yes (term " + c.term + ")" : "", when(n.last_seen)],
-      {style: "background:" + (n.state === "up" ? "#9be09b" : "#ff8c8c")}));
+      n.id === c.leader ? "yes (term " + c.term + ")" : "", version,
+      n.term === undefined ? "-" : n.term, yesNo(n.healthy),
+      n.self ? "this node" : yesNo(n.reachable), when(n.last_seen)],
+      {"data-node": n.id, "data-node-state": n.state,
+       // yellow: its record is live but its admin API does not answer this node
+       style: "background:" + (n.state !== "up" ? "#ff8c8c" :
+                               n.reachable === false ? "#ffe28a" : "#9be09b")}));
   }
 }
 async function refresh() {
@@ -249,7 +313,7 @@ async function refresh() {
     const h = document.getElementById("healthy");
     h.textContent = status.healthy ? "HEALTHY" : "UNHEALTHY";
     h.className = "badge " + (status.healthy ? "ok" : "bad");
-    drawPools(status, stats, backends);
+    drawPools(status, stats, backends, cluster.mode === "cluster");
     drawChecks(checks);
     drawEvents(events);
     drawCluster(cluster);

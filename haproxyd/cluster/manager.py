@@ -26,10 +26,11 @@ master with `workers: N > 1`). Everything it does runs from one loop, once per
 4. **Config sync.** The shared part of the configuration (`pools`, `routes`) is one
    versioned document in Redis. The file is the bootstrap: the first leader stores its
    own; a node that finds a newer version applies it, like a reload. A change made
-   through any node's admin API (`config/update`) is sent to the leader, which
-   validates it, stores version + 1 (refused if the document moved meanwhile: 409) and
+   through any node's admin API (`config/update`, and adding, removing or re-weighting
+   a backend, which are changes of `pools`) is sent to the leader, which validates it,
+   stores version + 1 (refused if the document moved meanwhile: 409; no leader: 503) and
    applies it; the others apply it on the pub/sub notice (and, as a backstop, on the
-   next beat's version check).
+   next beat's version check), and the node that forwarded it before answering.
 5. **Redis outage.** The data plane never waits on Redis: nodes keep serving with the
    last decisions they have. The status says `degraded`; leader-only decisions pause
    (the leader's lease runs out) unless `local_fallback: true`, which lets every node
@@ -90,8 +91,15 @@ class ClusterHost(Protocol):
 
 
 class ConfigConflict(Exception):
-    """A cluster config change that cannot be made: stale base version, no leader,
-    or this node lost the lease meanwhile. The admin API answers 409."""
+    """A cluster config change refused because the document moved: the change was
+    based on an older version, or another change was stored meanwhile. Nothing
+    changed; the admin API answers 409."""
+
+
+class ClusterUnavailable(Exception):
+    """A cluster config change that cannot be made now: this node is not (or no longer)
+    the leader, or Redis cannot be reached. Nothing changed; the admin API answers 503
+    (retry once a leader is elected)."""
 
 
 def shared_document(cfg: Config) -> dict[str, Any]:
@@ -514,27 +522,42 @@ class ClusterManager:
     async def update_config(self, document: dict[str, Any], *, base_version: int | None) -> int:
         """Store `document` (the whole shared part, validated by the caller, who then
         applies it here) as the next version. Leader only; `base_version`, when given,
-        must be the current version. Raises ConfigConflict when it cannot be done."""
+        must be the current version. Raises ConfigConflict (the document moved) or
+        ClusterUnavailable (not the leader, Redis unreachable); nothing is stored then."""
         async with self._config_lock:
-            if not self.is_leader or self.lease is None:
-                raise ConfigConflict("this node is not the leader")
-            stored = await self.store.config()
-            current = int(stored.get("version", 0)) if stored else 0
-            if base_version is not None and base_version != current:
-                raise ConfigConflict(
-                    f"stale change: based on version {base_version}, the cluster is at {current}"
-                )
+            lease = self.lease
+            if not self.is_leader or lease is None:
+                raise ClusterUnavailable("this node is not the cluster leader")
             try:
-                await self.store.write_config(
-                    self.lease, current + 1, document, origin=self.node_id
-                )
+                stored = await self.store.config()
+                current = int(stored.get("version", 0)) if stored else 0
+                if base_version is not None and base_version != current:
+                    raise ConfigConflict(
+                        f"stale change: based on version {base_version}, "
+                        f"the cluster is at {current}"
+                    )
+                await self.store.write_config(lease, current + 1, document, origin=self.node_id)
             except StaleWrite as exc:
-                if exc.reason.startswith(("stale term", "lease")):
-                    self.stale_writes += 1
-                    self._step_down(f"Redis refused a config write: {exc.reason}")
-                raise ConfigConflict(exc.reason) from None
+                if exc.reason.startswith("version"):  # another change won the race
+                    raise ConfigConflict(
+                        f"the cluster config changed meanwhile ({exc.reason})"
+                    ) from None
+                self.stale_writes += 1
+                self._step_down(f"Redis refused a config write: {exc.reason}")
+                raise ClusterUnavailable(f"this node lost the leadership: {exc.reason}") from None
+            except _REDIS_ERRORS as exc:
+                self._redis_down(exc)
+                raise ClusterUnavailable(f"Redis unreachable: {self.redis_error}") from None
             self.cluster_version, self.document = current + 1, document
             return current + 1
+
+    async def catch_up(self) -> None:
+        """Apply the cluster's stored version now if it is newer than ours, instead of
+        on the pub/sub notice or the next beat: a follower whose change the leader just
+        stored answers with the change applied (read your writes). Redis errors are left
+        to the beat (this node then applies the version once Redis answers again)."""
+        with contextlib.suppress(*_REDIS_ERRORS):
+            await self._sync_config()
 
     def leader_admin_url(self) -> str | None:
         if self.leader_id is None:

@@ -2,7 +2,10 @@
 
 The seed design let a deployment (a container, a systemd unit) change a few settings
 without editing the file: NODE_ID, DISCOVERY_SERVERS, QUORUM_SIZE, ENVIRONMENT and
-HAPROXYD_ADMIN_TOKEN. They are written into the document before it is validated, so an
+HAPROXYD_ADMIN_TOKEN; HAPROXYD_REDIS_URL (cluster.redis_url) joins them, so that a
+Redis password stays out of the file like the admin token, and one set of files can
+point at a plain Redis or at Sentinel (the compose file's `sentinel` profile). They are
+written into the document before it is validated, so an
 override goes through exactly the same checks as the file; the paths they set are
 returned so that a bad value is reported as `env QUORUM_SIZE`, not as a line of a file
 that does not contain it. An empty variable counts as unset, so `NODE_ID=` in a unit
@@ -31,6 +34,7 @@ ENV_OVERRIDES: dict[str, tuple[YamlPath, Callable[[str], Any]]] = {
     "QUORUM_SIZE": (("cluster", "quorum_size"), _as_is),
     "ENVIRONMENT": (("environment",), _as_is),
     "HAPROXYD_ADMIN_TOKEN": (("admin", "token"), _as_is),
+    "HAPROXYD_REDIS_URL": (("cluster", "redis_url"), _as_is),
 }
 """Variable name -> (the document path it sets, how its text becomes a YAML value)."""
 

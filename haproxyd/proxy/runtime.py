@@ -54,6 +54,17 @@ def balancer_options(pool_config: PoolConfig) -> dict[str, Any]:
     return {name: getattr(section, name) for name in _BALANCER_OPTIONS if hasattr(section, name)}
 
 
+def check_buildable(cfg: Config) -> None:
+    """What a valid config can still fail on when the data plane builds it (raises
+    ValueError naming the field): run before anything running is touched, and before a
+    cluster stores a shared config that its nodes would then fail to apply."""
+    for name, pool_cfg in cfg.pools.items():
+        try:
+            create_balancer(pool_cfg.balancer.algorithm)
+        except ValueError as exc:
+            raise ValueError(f"pools.{name}.balancer.algorithm: {exc}") from None
+
+
 class PoolRuntime:
     """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend."""
 

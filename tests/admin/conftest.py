@@ -28,9 +28,10 @@ from admin_helpers import Harness, make_document
 @pytest.fixture
 async def hap(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     from haproxyd.config import validate_document
+    from haproxyd.config.env import ENV_OVERRIDES
     from haproxyd.daemon import Daemon
 
-    for name in ("HAPROXYD_ADMIN_TOKEN", "NODE_ID", "QUORUM_SIZE", "DISCOVERY_SERVERS"):
+    for name in ENV_OVERRIDES:
         monkeypatch.delenv(name, raising=False)
     started: list[Harness] = []
 

@@ -1,27 +1,14 @@
-"""Fixtures for the cluster tests: a redis-server per test (killable, restartable on
-its port), and ClusterStores on it that are closed at the end."""
+"""Fixtures for the cluster tests: ClusterStores on the test's redis-server
+(`redis_port`, tests/conftest.py), closed at the end."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from helpers.redis_server import RedisProcesses
 
 from haproxyd.cluster.store import ClusterStore, connect
-
-
-@pytest.fixture
-def redis_procs(tmp_path: Any) -> Iterator[RedisProcesses]:
-    procs = RedisProcesses(tmp_path)
-    yield procs
-    procs.stop()
-
-
-@pytest.fixture
-def redis_port(redis_procs: RedisProcesses) -> int:
-    return redis_procs.spawn("cluster")
 
 
 @pytest.fixture

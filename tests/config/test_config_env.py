@@ -28,6 +28,7 @@ def test_every_override_wins_over_the_file() -> None:
             "QUORUM_SIZE": "3",
             "ENVIRONMENT": "canary",
             "HAPROXYD_ADMIN_TOKEN": "s3cret",
+            "HAPROXYD_REDIS_URL": "redis+sentinel://s1:26379,s2:26379/haproxyd",
         },
     )
     assert cfg.node.id == "node-7"
@@ -36,12 +37,14 @@ def test_every_override_wins_over_the_file() -> None:
     assert cfg.cluster.quorum_size == 3
     assert cfg.environment == "canary"
     assert cfg.admin.token == "s3cret"
+    assert cfg.cluster.redis_url == "redis+sentinel://s1:26379,s2:26379/haproxyd"
 
 
 def test_without_overrides_the_file_wins() -> None:
     cfg = load(FILE, env={"UNRELATED": "1"})
     assert (cfg.node.id, cfg.admin.token, cfg.environment) == ("from-file", "file-token", "staging")
     assert (cfg.cluster.quorum_size, cfg.cluster.discovery_servers) == (5, ["a:1"])
+    assert cfg.cluster.redis_url == "redis://127.0.0.1:6379/1"  # the default
 
 
 def test_overrides_create_missing_sections() -> None:
@@ -62,6 +65,7 @@ def test_empty_variables_count_as_unset() -> None:
         ("QUORUM_SIZE", "0", "greater than or equal to 1"),
         ("DISCOVERY_SERVERS", "10.0.0.1:9901,nohost", "invalid address 'nohost'"),
         ("NODE_ID", "bad id", "pattern"),
+        ("HAPROXYD_REDIS_URL", "http://redis:6379", "redis_url must start with"),
     ],
 )
 def test_invalid_override_names_the_variable(name: str, value: str, fragment: str) -> None:

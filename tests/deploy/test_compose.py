@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -263,3 +264,33 @@ def test_sentinel_is_an_optional_profile() -> None:
     conf = (REPO / "examples" / "redis" / "sentinel.conf").read_text()
     monitor = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, re.M)
     assert monitor and monitor.group(2) in SERVICES and int(monitor.group(4)) == 2
+
+
+def test_the_sentinel_profile_can_carry_the_nodes_redis() -> None:
+    """The `redis+sentinel://` URL the compose file gives names the profile's sentinels
+    on the port they listen on and the service they monitor; the nodes take it from
+    HAPROXYD_REDIS_URL (empty by default: the files' own `redis://redis`)."""
+    found = re.search(r"HAPROXYD_REDIS_URL=(\S+)", COMPOSE_FILE.read_text())
+    assert found, "the compose file shows no Sentinel URL for the nodes"
+    url = found.group(1)
+    conf = (REPO / "examples" / "redis" / "sentinel.conf").read_text()
+    port = re.search(r"^port (\d+)$", conf, re.M)
+    monitor = re.search(r"^sentinel monitor (\S+) ", conf, re.M)
+    assert port and monitor
+    parts = urlsplit(url)
+    assert parts.scheme == "redis+sentinel" and parts.path.strip("/") == monitor.group(1)
+    hosts = [item.rsplit(":", 1) for item in parts.netloc.split(",")]
+    sentinels = {
+        name
+        for name, service in SERVICES.items()
+        if "redis-sentinel" in " ".join(service.get("command", []))
+    }
+    assert {host for host, _ in hosts} == sentinels
+    assert {p for _, p in hosts} == {port.group(1)}
+    for name, node in haproxyd_nodes().items():
+        assert node["environment"]["HAPROXYD_REDIS_URL"] == "${HAPROXYD_REDIS_URL:-}", name
+        path = mount_source(node, CONFIG_TARGET)
+        assert load_config(path, env={"HAPROXYD_REDIS_URL": ""}).cluster.redis_url.startswith(
+            "redis://redis:"
+        )
+        assert load_config(path, env={"HAPROXYD_REDIS_URL": url}).cluster.redis_url == url

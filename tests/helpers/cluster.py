@@ -8,7 +8,6 @@ tests apart even on a shared Redis. The rest polls the admin API with deadlines.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from helpers.daemon import Daemon
-from helpers.process import admin_base, admin_json
+from helpers.process import admin_json
 
 HEARTBEAT = 0.2
 LEASE = 1.0
@@ -114,22 +113,6 @@ def wait_leader(nodes: list[Daemon], timeout: float = 10.0) -> tuple[Daemon, int
 
 def node_id(d: Daemon) -> str:
     return str(d.config["node"]["id"])
-
-
-def post_json(
-    d: Daemon, path: str, body: Any, *, query: str = ""
-) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        admin_base(d) + path + (f"?{query}" if query else ""),
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def backend_weights(d: Daemon) -> dict[str, int] | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from haproxyd.config.env import ENV_OVERRIDES
 from helpers.http1 import Conn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
-    for name in ("NODE_ID", "DISCOVERY_SERVERS", "QUORUM_SIZE", "HAPROXYD_ADMIN_TOKEN"):
+    for name in ENV_OVERRIDES:  # the test's config file says what the daemon runs
         env.pop(name, None)
     return env
 

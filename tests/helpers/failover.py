@@ -7,14 +7,13 @@ them with `asyncio.to_thread` while a load loop runs on their event loop.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 from helpers.daemon import Daemon
-from helpers.process import admin_base, admin_json
+from helpers.process import admin_json, post_json
 
 # Fast, deterministic probes: a backend is judged down after 2 failures 200 ms apart.
 CHECK = {
@@ -77,17 +76,7 @@ def events(d: Daemon, pool: str = "web", kind: str | None = None) -> list[dict[s
 
 def trigger(d: Daemon, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """`POST /api/v1/ha/failover/trigger`: (status, JSON body)."""
-    request = urllib.request.Request(
-        admin_base(d) + "/api/v1/ha/failover/trigger",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5.0) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return post_json(d, "/api/v1/ha/failover/trigger", body)
 
 
 def backend_state(d: Daemon, backend_id: str) -> str | None:

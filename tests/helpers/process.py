@@ -40,6 +40,29 @@ def admin_json(daemon: Daemon, path: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+def post_json(
+    d: Daemon, path: str, body: Any, *, query: str = ""
+) -> tuple[int, dict[str, Any]]:
+    return admin_call(d, "POST", path, body, query=query)
+
+
+def admin_call(
+    d: Daemon, method: str, path: str, body: Any = None, *, query: str = ""
+) -> tuple[int, dict[str, Any]]:
+    """An admin API call (`body` sent as JSON unless None): (status, JSON answer)."""
+    request = urllib.request.Request(
+        admin_base(d) + path + (f"?{query}" if query else ""),
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 def wait_status(
     daemon: Daemon,
     predicate: Callable[[dict[str, Any]], Any] = lambda status: True,
