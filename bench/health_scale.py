@@ -217,6 +217,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if os.environ.get("HEALTH_SCALE_KEEP"):
+            print(f"kept {tmp} (config, daemon.log)", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pin(core: int) -> list[str]:

@@ -210,14 +210,16 @@ class Pool:
         self.refresh()
         return backend
 
-    def set_state(self, backend_id: str, state: BackendState) -> bool:
-        """Returns True when the state changed."""
+    def set_state(self, backend_id: str, state: BackendState, *, refresh: bool = True) -> bool:
+        """Returns True when the state changed. `refresh=False`: the caller refreshes
+        the pool itself, soon (a batch of verdicts, see HealthScheduler)."""
         backend = self.backends[backend_id]
         if backend.state == state:
             return False
         backend.state = state
         backend.state_since = time.monotonic()
-        self.refresh()
+        if refresh:
+            self.refresh()
         return True
 
     def set_weight(self, backend_id: str, weight: int, *, effective_only: bool = False) -> None:

@@ -280,6 +280,11 @@ class HealthScheduler:
         self._passive_waiter: asyncio.Future | None = None
         self._running = False
         self._syncing = False
+        # Pools whose backends' states the probes changed and that have not been
+        # refreshed yet: one refresh per pool per loop iteration, however many
+        # verdicts arrived in it (1,000 backends coming up at once, or a burst of
+        # timeouts, would otherwise rebuild the selectable set 1,000 times).
+        self._dirty: dict[str, Pool] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -624,7 +629,7 @@ class HealthScheduler:
             session.status = new
             session.last_change = session.last_check
         if target is not None:
-            self._reconcile(target)
+            self._reconcile(target, batch=True)
         if new != old:
             self._emit_session(session, old, result.reason, result.latency)
 
@@ -694,16 +699,31 @@ class HealthScheduler:
                 verdict = BackendState.CHECKING
         return verdict
 
-    def _reconcile(self, target: _Target) -> None:
-        """Make the backend's state follow its verdict unless an admin state holds it."""
+    def _reconcile(self, target: _Target, *, batch: bool = False) -> None:
+        """Make the backend's state follow its verdict unless an admin state holds it.
+        With `batch`, the pool is refreshed once at the end of this loop iteration
+        (with whatever else changed meanwhile) instead of at once."""
         backend = target.backend
         if backend.state in (BackendState.DRAINING, BackendState.MAINT):
             return
-        if backend.id not in target.pool.backends:
+        pool = target.pool
+        if backend.id not in pool.backends:
             return
         verdict = self._verdict(target)
-        if backend.state != verdict:
-            target.pool.set_state(backend.id, verdict)
+        if backend.state == verdict:
+            return
+        if not batch:
+            pool.set_state(backend.id, verdict)
+            return
+        pool.set_state(backend.id, verdict, refresh=False)
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._refresh_dirty)
+        self._dirty[pool.name] = pool
+
+    def _refresh_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for pool in dirty.values():
+            pool.refresh()
 
     # -- membership ----------------------------------------------------------------------
 
