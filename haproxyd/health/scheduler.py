@@ -39,7 +39,6 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-import math
 import random
 import time
 import weakref
@@ -57,6 +56,7 @@ from haproxyd.health.base import (
     probe_key,
 )
 from haproxyd.health.passive import PassiveDetector
+from haproxyd.health.wheel import TimerWheel
 
 log = logging.getLogger("haproxyd.health")
 
@@ -190,6 +190,7 @@ class _Session:
         "check",
         "checks_total",
         "config",
+        "expired",
         "fails",
         "failures_total",
         "key",
@@ -200,6 +201,7 @@ class _Session:
         "last_reason",
         "passes",
         "paused",
+        "probing",
         "status",
         "target",
         "task",
@@ -234,10 +236,19 @@ class _Session:
         self.paused = False
         self.task: asyncio.Task | None = None
         self.waiter: asyncio.Future | None = None
+        self.probing = False  # a probe is running in `task`
+        self.expired = False  # and its timeout cancelled it
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    def expire(self, timer: asyncio.Future[None]) -> None:
+        """The probe's timeout (a wheel sleeper) is due: cancel the probe, if it is
+        still the one running."""
+        if not timer.cancelled() and self.probing and self.task is not None:
+            self.expired = True
+            self.task.cancel()
 
 
 class HealthScheduler:
@@ -285,6 +296,7 @@ class HealthScheduler:
         # verdicts arrived in it (1,000 backends coming up at once, or a burst of
         # timeouts, would otherwise rebuild the selectable set 1,000 times).
         self._dirty: dict[str, Pool] = {}
+        self._wheel = TimerWheel(WAKE_GRID)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -532,19 +544,15 @@ class HealthScheduler:
             session.task = asyncio.create_task(self._run(session))
 
     async def _run(self, session: _Session) -> None:
-        loop = asyncio.get_running_loop()
         delay = self.first_delay(session)
         while True:
             if delay > 0:
-                session.waiter = loop.create_future()
-                # Due times snap to a coarse grid so that the probes of one slot start
-                # in one loop iteration (1,000 backends: 50 wake-ups a second, not 1,000).
-                when = math.ceil((loop.time() + delay) / WAKE_GRID) * WAKE_GRID
-                handle = loop.call_at(when, _resolve, session.waiter)
+                # Wake-ups snap to a coarse grid, one timer a slot (see wheel.py): the
+                # probes of one slot start in one loop iteration.
+                session.waiter = self._wheel.sleeper(delay)
                 try:
                     await session.waiter
                 finally:
-                    handle.cancel()
                     session.waiter = None
             started = self._clock()
             if self._must_pause(session):
@@ -568,11 +576,18 @@ class HealthScheduler:
         assert self._sem is not None
         async with self._sem:
             started = time.perf_counter()
+            # The timeout rides the wheel too (asyncio.timeout would arm a timer per
+            # probe); it fires at most one grid slot late.
+            timer = self._wheel.sleeper(timeout)
+            timer.add_done_callback(session.expire)
+            session.probing, session.expired = True, False
             try:
-                async with asyncio.timeout(timeout):
-                    return await session.check.probe(backend)
-            except TimeoutError:
-                return CheckResult(False, f"timeout after {timeout:g}s", timeout)
+                return await session.check.probe(backend)
+            except asyncio.CancelledError:
+                task = session.task
+                if session.expired and task is not None and task.uncancel() == 0:
+                    return CheckResult(False, f"timeout after {timeout:g}s", timeout)
+                raise  # the scheduler stops (or the probe was cancelled for good)
             except Exception as exc:
                 log.exception("health check %s failed unexpectedly", session.check.describe())
                 return CheckResult(
@@ -580,6 +595,9 @@ class HealthScheduler:
                     f"check error: {type(exc).__name__}: {exc}",
                     time.perf_counter() - started,
                 )
+            finally:
+                session.probing = False
+                timer.cancel()
 
     def _must_pause(self, session: _Session) -> bool:
         target = session.target

@@ -30,6 +30,12 @@ def session_of(scheduler, pool="web", backend=None):
     return statuses[0]
 
 
+async def verdicts_applied():
+    """The verdicts of one loop iteration refresh their pools at its end (one rebuild
+    for a burst, see HealthScheduler._reconcile): let that iteration finish."""
+    await asyncio.sleep(0)
+
+
 async def started(scheduler, pools, configs, node_checks=None):
     scheduler.update(pools, configs, node_checks)
     await scheduler.start()
@@ -48,6 +54,7 @@ async def test_new_backend_takes_traffic_only_after_first_pass(http_backend, sch
     assert pool.selectable == ()
     await scheduler.start()
     await wait_until(lambda: b.state == BackendState.UP, 3, "first pass")
+    await verdicts_applied()
     assert pool.selectable == (b,)
     assert len(stub.requests) == 1
     (event,) = events
@@ -112,12 +119,14 @@ async def test_killed_backend_is_detected_and_readmitted(http_backend, scheduler
     await wait_until(lambda: b.state == BackendState.DOWN, 3, "detection")
     # The bound of the benchmark: interval x fall + timeout + 0.5 s.
     assert loop.time() - killed_at <= 0.05 * 2 + 0.2 + 0.5
+    await verdicts_applied()
     assert pool.selectable == (pool.backends["web-1"],)
     assert "HTTP request failed" in session_of(scheduler, backend="web-0").last_reason
 
     revived = await http_backend(Stub(), port=port)
     await wait_until(lambda: b.state == BackendState.UP, 3, "back after rise passes")
     assert len(revived.requests) >= 2
+    await verdicts_applied()
     assert len(pool.selectable) == 2
 
 
