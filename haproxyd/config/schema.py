@@ -140,6 +140,19 @@ def _workers(value: Any) -> Any:
     raise ValueError(f"workers must be an integer >= 1 or 'auto' (got {value!r})")
 
 
+_UNSAFE_IN_HEAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
+
+
+def _head_value(name: str, value: str) -> None:
+    """A value for a request head: no CR, LF or other control character, Latin-1."""
+    if _UNSAFE_IN_HEAD.search(value):
+        raise ValueError(f"header {name!r}: value must not contain CR, LF or control characters")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header {name!r}: value must be Latin-1 text") from None
+
+
 def _status_spec(value: Any) -> int | str:
     """`200`, `"200"` -> 200; `"200-399"` stays a range string (lowest first)."""
     if isinstance(value, bool):
@@ -472,6 +485,26 @@ class HttpCheck(_CheckBase):
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("path must start with '/'")
+        if _UNSAFE_IN_HEAD.search(value) or " " in value:
+            raise ValueError("path must not contain spaces or control characters")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None:
+            _head_value("host", value)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # The probe's request is built from these bytes as they are: nothing may end a
+        # header line early or smuggle another one in.
+        for name, text in value.items():
+            if not _TOKEN_RE.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            _head_value(name, text)
         return value
 
 

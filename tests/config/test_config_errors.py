@@ -41,6 +41,24 @@ def test_unknown_key_names_its_path_line_and_a_suggestion() -> None:
     assert "did you mean 'algorithm'" in issue.message
 
 
+def test_http_check_header_that_would_split_the_probe_request_is_rejected() -> None:
+    text = """
+    pools:
+      web:
+        health_checks:
+          - type: http
+            host: "app.example"
+            headers:
+              X-Probe: "a\\r\\nX-Injected: 1"
+    """
+    issue = by_path(issues(text), "pools.web.health_checks[0].headers")
+    assert issue.line == line_of(text, "headers:")
+    assert "'X-Probe': value must not contain CR, LF" in issue.message
+    bad_name = text.replace('X-Probe: "a\\r\\nX-Injected: 1"', '"Bad Name": "x"')
+    issue = by_path(issues(bad_name), "pools.web.health_checks[0].headers")
+    assert "invalid header name 'Bad Name'" in issue.message
+
+
 def test_unknown_key_without_a_close_match_lists_the_allowed_keys() -> None:
     found = issues(MINIMAL + "zzz: 1\n")
     issue = by_path(found, "zzz")

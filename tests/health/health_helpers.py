@@ -141,6 +141,7 @@ class Stub:
     body: str = "ok"
     delay: float = 0.0
     requests: list[tuple[float, str, dict[str, str]]] = dataclasses.field(default_factory=list)
+    peers: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # per request
     active: int = 0
     max_active: int = 0
     port: int = 0
@@ -148,6 +149,8 @@ class Stub:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((time.monotonic(), request.path, dict(request.headers)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.peers.append(tuple(peer[:2]) if peer else ("", 0))
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:

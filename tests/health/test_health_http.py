@@ -65,11 +65,75 @@ async def test_keeps_the_connection_alive_between_probes(http_backend):
     try:
         for _ in range(3):
             assert (await check.probe(backend(stub.port))).ok
-        connector = check._session.connector
         assert len(stub.requests) == 3
-        assert sum(len(conns) for conns in connector._conns.values()) == 1
+        assert len(set(stub.peers)) == 1, stub.peers  # one client connection for all three
     finally:
         await check.close()
+
+
+async def test_a_kept_connection_the_backend_drops_is_replaced(tcp_server):
+    """The backend answers one request per connection and drops the connection at the
+    next one without a word (its keep-alive timeout struck as the probe was sent): the
+    probe asks again on a new connection and passes."""
+    served = []
+
+    async def one_answer_per_connection(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        served.append(writer.get_extra_info("peername"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next probe on this connection: drop it
+
+    port = await tcp_server(one_answer_per_connection)
+    check = create_check(hc("http"))
+    try:
+        for _ in range(3):
+            result = await check.probe(backend(port))
+            assert result.ok, result.reason
+        assert len(served) == 3 and len(set(served)) == 3
+    finally:
+        await check.close()
+
+
+async def test_response_without_length_ends_at_close_and_body_is_searched(tcp_server):
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall green here")
+        await writer.drain()
+        writer.close()
+
+    port = await tcp_server(answer)
+    result = await probe(hc("http", expect_body="green"), port)
+    assert result.ok, result.reason
+
+
+async def test_interim_response_is_skipped_and_large_body_bounded(tcp_server):
+    body = b"x" * (3 * 65536) + b"needle"  # past what is searched and drained
+
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await reader.read()  # until the prober closes
+
+    port = await tcp_server(answer)
+    assert (await probe(hc("http"), port)).reason == "HTTP 200"
+    result = await probe(hc("http", expect_body="needle"), port)
+    assert not result.ok and "does not match" in result.reason  # only MAX_BODY is searched
+
+
+async def test_garbage_instead_of_http_fails(tcp_server):
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        await writer.drain()
+        await reader.read()
+
+    port = await tcp_server(answer)
+    result = await probe(hc("http"), port)
+    assert not result.ok
+    assert result.reason.startswith("HTTP request failed: invalid response"), result.reason
 
 
 @pytest.fixture(scope="module")
