@@ -43,6 +43,7 @@ _LOG1P_SIZE = 4096
 _LOG1P = [math.log(i + 1) for i in range(_LOG1P_SIZE)]  # log(active + 1), precomputed
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+_heapreplace = heapq.heapreplace
 
 
 @register
@@ -60,11 +61,13 @@ class LeastResponseTime(ScoredHeap):
         if decay <= 0:
             raise ValueError("decay must be positive")
         self._decay = float(decay)
+        self._inverse_decay = 1.0 / self._decay
         # member -> (its EWMA, log(EWMA) + t_b / DECAY) at its last sample; the sum of
         # those EWMAs, kept O(1).
         self._sample: dict[Backend, tuple[float, float]] = {}
         self._ewma_sum = 0.0
         self._log_mean = _log(DEFAULT_EWMA)
+        self._mean_stale = False  # samples changed since `_log_mean` was computed
         # Members without a sample wait in their own heap, scored without the mean's log
         # (common to all of them), so that a new mean needs no re-push.
         self._fresh: list[list[Any]] = []
@@ -88,25 +91,33 @@ class LeastResponseTime(ScoredHeap):
         count = len(self._sample)
         mean = self._ewma_sum / count if count else 0.0
         self._log_mean = _log(mean) if mean > 0.0 else _log(DEFAULT_EWMA)
+        self._mean_stale = False
 
-    def _push(self, backend: Backend, rec: list[Any]) -> None:
+    def _push(self, backend: Backend, rec: list[Any], base: float | None = None) -> None:
+        """`base`: the backend's log(EWMA) + t_b / DECAY when the caller has it."""
         old = rec[2]
         if old is not None:
             old[3] = None
-        if 0 < backend.max_connections <= backend.active:
+        active = backend.active
+        if 0 < backend.max_connections <= active:
             rec[2] = None
             return
-        sample = self._sample.get(backend)
-        active = backend.active
+        if base is None:
+            sample = self._sample.get(backend)
+            if sample is not None:
+                base = sample[1]
         weight_term = (_LOG1P[active] if active < _LOG1P_SIZE else _log(active + 1)) - rec[3]
-        self._seq += 1
-        if sample is None:
+        self._seq = seq = self._seq + 1
+        if base is None:
             heap = self._fresh
-            key = self._clock() / self._decay + weight_term
+            key = self._clock() * self._inverse_decay + weight_term
         else:
             heap = self._heap
-            key = sample[1] + weight_term
-        entry = rec[2] = [key, rec[1], self._seq, backend]
+            key = base + weight_term
+        entry = rec[2] = [key, rec[1], seq, backend]
+        if heap and heap[0] is old:
+            _heapreplace(heap, entry)  # the top replaced in one sift (least_connections.py)
+            return
         _heappush(heap, entry)
         if len(heap) > self._limit:
             heap[:] = [e for e in heap if e[3] is not None]
@@ -126,6 +137,8 @@ class LeastResponseTime(ScoredHeap):
         if not heap:
             return fresh[0][3]
         sampled, new = heap[0], fresh[0]
+        if self._mean_stale:
+            self._update_mean()  # only when a new backend competes: not per request
         key = new[0] + self._log_mean
         if key < sampled[0] or (key == sampled[0] and new[1] < sampled[1]):
             return new[3]
@@ -136,15 +149,21 @@ class LeastResponseTime(ScoredHeap):
         if rec is None:
             return  # not a member (any more): nothing to update
         ewma = backend.ewma
-        if ewma > 0.0:
-            old = self._sample.get(backend)
-            self._ewma_sum += ewma - (old[0] if old is not None else 0.0)
-            self._sample[backend] = (ewma, _log(ewma) + self._clock() / self._decay)
-            self._update_mean()
-        self._push(backend, rec)
+        if ewma <= 0.0:
+            self._push(backend, rec)
+            return
+        samples = self._sample
+        old = samples.get(backend)
+        self._ewma_sum += ewma - (old[0] if old is not None else 0.0)
+        base = _log(ewma) + self._clock() * self._inverse_decay
+        samples[backend] = (ewma, base)
+        self._mean_stale = True
+        self._push(backend, rec, base)
 
     def stats(self) -> dict[str, Any]:
         stats = super().stats()
         stats["heap_entries"] += len(self._fresh)
+        if self._mean_stale:
+            self._update_mean()
         stats["mean_ewma"] = math.exp(self._log_mean) if self._sample else None
         return stats

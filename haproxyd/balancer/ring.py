@@ -78,9 +78,15 @@ class Ring:
     Stored as one sorted list of integers `point << shift | rank`, `rank` being the owner's
     index in `backends` (sorted by id): a single integer sort orders the points, equal
     points by owner id, and a lookup is one binary search with no second list to read.
+
+    The search is narrowed first by the top `32 - step` bits of the key's hash: `starts[b]`
+    is the index of the first point of bucket b, with 4 to 8 points per bucket on
+    average, so the binary search covers a handful of points instead of all of them: at
+    1,000 backends (480,000 points at weights 1-5) that is 3 probes of the list instead of
+    19, most of which would miss the CPU caches.
     """
 
-    __slots__ = ("backends", "counts", "mask", "packed", "shift")
+    __slots__ = ("backends", "counts", "mask", "packed", "shift", "starts", "step")
 
     def __init__(
         self, packed: list[int], backends: list[Backend], shift: int, counts: dict[str, int]
@@ -90,6 +96,11 @@ class Ring:
         self.shift = shift
         self.mask = (1 << shift) - 1
         self.counts = counts  # backend id -> number of points
+        bits = min(20, max(0, len(packed).bit_length() - 3))
+        self.step = 32 - bits  # bucket of a 32-bit hash h: h >> step
+        total = shift + self.step
+        self.starts = [bisect_left(packed, b << total) for b in range(1 << bits)]
+        self.starts.append(len(packed))
 
     @classmethod
     def build(
@@ -128,8 +139,11 @@ class Ring:
         return len(self.packed)
 
     def index(self, position: int) -> int:
-        """Index of the first point at or after `position` (wrapping): O(log P)."""
-        i = bisect_left(self.packed, position << self.shift)
+        """Index of the first point at or after `position` (wrapping): O(log P), and
+        O(1) in the mean through the buckets."""
+        bucket = position >> self.step
+        starts = self.starts
+        i = bisect_left(self.packed, position << self.shift, starts[bucket], starts[bucket + 1])
         return 0 if i == len(self.packed) else i
 
     def point(self, i: int) -> int:
@@ -237,11 +251,16 @@ class ConsistentHash(Balancer):
         if key is None:
             return self._fallback.select(ctx)
         packed = ring.packed
-        i = bisect_left(packed, _hash32(key, 0, False) << ring.shift)
+        position = _hash32(key, 0, False)
+        bucket = position >> ring.step
+        starts = ring.starts  # `Ring.index`, inlined on the hot path
+        i = bisect_left(packed, position << ring.shift, starts[bucket], starts[bucket + 1])
         if i == len(packed):
             i = 0
         backend = ring.backends[packed[i] & ring.mask]
-        if backend.full or (self._ramp.since and backend in self._ramp.since):
+        if (0 < backend.max_connections <= backend.active) or (
+            self._ramp.since and backend in self._ramp.since
+        ):
             return self._walk(key, i, ring)
         bound = self._bound
         if bound:  # `_under_bound`, inlined on the hot path

@@ -117,6 +117,28 @@ def test_identical_mapping_in_separate_processes() -> None:
     assert len(digests) == 1, digests
 
 
+@pytest.mark.parametrize("n", [1, 3, 200])
+def test_bucketed_lookup_finds_what_a_plain_binary_search_finds(n: int) -> None:
+    """`Ring.index` narrows the search by the hash's top bits; it must land on the same
+    point as a search of the whole ring, at bucket edges, on points and past the end."""
+    from bisect import bisect_left
+
+    ring = Ring.build([Backend(f"b{i}", "10.0.0.1", 80, weight=1 + i % 3) for i in range(n)])
+    points = [ring.point(i) for i in range(len(ring))]
+    rnd = random.Random(n)
+    positions = [0, 1, (1 << 32) - 1, points[0], points[-1], points[-1] + 1]
+    positions += [p + d for p in rnd.sample(points, min(200, len(points))) for d in (-1, 0, 1)]
+    positions += [b << ring.step for b in range(0, 1 << (32 - ring.step), 7)]
+    positions += [rnd.randrange(1 << 32) for _ in range(5000)]
+    for position in positions:
+        position = min(max(position, 0), (1 << 32) - 1)
+        expected = bisect_left(points, position)
+        expected = 0 if expected == len(points) else expected
+        assert ring.index(position) == expected, position
+    if n == 200:
+        assert ring.step < 32 and len(ring.starts) > 1000  # the buckets are in use
+
+
 def test_ring_points_derive_from_the_id_only() -> None:
     assert backend_points("web-1", 8) == backend_points("web-1", 16)[:8]
     a = Ring.build([Backend("web-1", "10.0.0.1", 80), Backend("web-2", "10.0.0.2", 80)])
