@@ -44,9 +44,11 @@ _heapreplace = heapq.heapreplace
 class ScoredHeap(Balancer):
     """A heap of backends ordered by a score, lowest first, ties by EDF tag then age.
 
-    Subclasses define `_score(backend, weight)`; a backend's score may change only when
-    its own request starts or ends, at a rebuild or at a ramp step, when its entry is
-    pushed again. Per member, `_rec` holds `[weight, tag, live entry or None, log(weight)]`.
+    The score is least connections' `active / weight` (computed in `_push`, not by a
+    method call: it runs twice per request); `least_response_time.py` overrides `_push`
+    with its own. A backend's score may change only when its own request starts or
+    ends, at a rebuild or at a ramp step, when its entry is pushed again. Per member,
+    `_rec` holds `[weight, tag, live entry or None, log(weight)]`.
     """
 
     def __init__(
@@ -96,11 +98,12 @@ class ScoredHeap(Balancer):
         old = rec[2]
         if old is not None:
             old[3] = None
-        if 0 < backend.max_connections <= backend.active:
+        active = backend.active
+        if 0 < backend.max_connections <= active:
             rec[2] = None
             return
-        self._seq += 1
-        entry = rec[2] = [self._score(backend, rec[0]), rec[1], self._seq, backend]
+        self._seq = seq = self._seq + 1
+        entry = rec[2] = [active / rec[0], rec[1], seq, backend]
         heap = self._heap
         if heap and heap[0] is old:
             # The usual case at a request's start: the backend just selected is the top.
@@ -112,9 +115,6 @@ class ScoredHeap(Balancer):
         if len(heap) > self._limit:
             self._heap = heap = [e for e in heap if e[3] is not None]
             heapq.heapify(heap)
-
-    def _score(self, backend: Backend, weight: float) -> float:
-        raise NotImplementedError
 
     # -- per request --
 
@@ -164,9 +164,6 @@ class LeastConnections(ScoredHeap):
 
     def __init__(self, *, choices: int | None = None, **options: Any) -> None:
         super().__init__(choices=choices, **options)
-
-    def _score(self, backend: Backend, weight: float) -> float:
-        return backend.active / weight
 
 
 class SampledLeastConnections(RandomChoice):
