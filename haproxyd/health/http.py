@@ -46,6 +46,7 @@ class _ProbeConnection(asyncio.Protocol):
         "collect",
         "got_bytes",
         "head_only",
+        "idle_in",
         "idle_since",
         "interim",
         "parser",
@@ -68,6 +69,10 @@ class _ProbeConnection(asyncio.Protocol):
         self.got_bytes = False  # any byte of the response to the current request
         self.reusable = False
         self.idle_since = 0.0
+        # While kept: the check's idle map and this connection's key in it, so that a
+        # connection the backend closes (or a backend removed from the config) does
+        # not linger there.
+        self.idle_in: tuple[dict[tuple[str, int], _ProbeConnection], tuple[str, int]] | None = None
 
     @property
     def closed(self) -> bool:
@@ -107,6 +112,11 @@ class _ProbeConnection(asyncio.Protocol):
             self._failed(ProbeFailed(f"invalid response: {clip(str(exc))}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle_in is not None:
+            idle, key = self.idle_in
+            self.idle_in = None
+            if idle.get(key) is self:
+                del idle[key]
         if self.status and not self.interim:
             self._done(reusable=False)  # a response without length ends at the close
         else:
@@ -250,7 +260,10 @@ class HttpCheck(Check):
 
     def _take(self, key: tuple[str, int], now: float) -> _ProbeConnection | None:
         conn = self._idle.pop(key, None)
-        if conn is not None and (conn.closed or now - conn.idle_since > IDLE_TIMEOUT):
+        if conn is None:
+            return None
+        conn.idle_in = None
+        if conn.closed or now - conn.idle_since > IDLE_TIMEOUT:
             conn.close()
             return None
         return conn
@@ -260,6 +273,7 @@ class HttpCheck(Check):
             conn.close()  # two backends at one address probed at once: keep one
             return
         conn.idle_since = now
+        conn.idle_in = (self._idle, key)
         self._idle[key] = conn
 
     async def _fetch(self, host: str, port: int) -> tuple[int, bytes]:
@@ -319,5 +333,5 @@ class HttpCheck(Check):
 
     async def close(self) -> None:
         idle, self._idle = self._idle, {}
-        for conn in idle.values():
+        for conn in list(idle.values()):
             conn.close()

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 import trustme
-from health_helpers import Stub, backend, closed_port, hc
+from health_helpers import Stub, backend, closed_port, hc, wait_until
 
 from haproxyd.health.base import create_check
 from haproxyd.health.http import parse_status_ranges
@@ -91,6 +91,24 @@ async def test_a_kept_connection_the_backend_drops_is_replaced(tcp_server):
             result = await check.probe(backend(port))
             assert result.ok, result.reason
         assert len(served) == 3 and len(set(served)) == 3
+    finally:
+        await check.close()
+
+
+async def test_a_kept_connection_closed_by_the_backend_leaves_the_idle_map(tcp_server):
+    async def answer_and_close(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # after the answer, without saying Connection: close
+
+    port = await tcp_server(answer_and_close)
+    check = create_check(hc("http"))
+    try:
+        assert (await check.probe(backend(port))).ok
+        # Kept at first (the response allowed it), then dropped when the close arrives.
+        await wait_until(lambda: not check._idle, 3, "closed connection forgotten")
+        assert (await check.probe(backend(port))).ok  # and the next probe reconnects
     finally:
         await check.close()
 
