@@ -81,8 +81,13 @@ class ScoredHeap(Balancer):
             weight = b.effective_weight * self._ramp.factor(b)
             prev = old.get(b)
             tag = prev[1] if prev is not None else self._vtime + 1.0 / weight
-            rec = self._rec[b] = [weight, tag, None, math.log(weight)]
+            rec = self._rec[b] = [weight, tag, None, math.log(weight), *self._extra(b, prev)]
             self._push(b, rec)
+
+    def _extra(self, backend: Backend, prev: list[Any] | None) -> tuple[Any, ...]:
+        """More per-member fields for a subclass, after the four of `_rec` (`prev`: the
+        member's record before this rebuild, if it was one)."""
+        return ()
 
     def _retune(self) -> None:
         """A ramp step: push ramping backends again with their current ramped weight."""

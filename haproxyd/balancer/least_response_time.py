@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from haproxyd.balancer.base import RequestContext, register, usable
+from haproxyd.balancer.base import RequestContext, register
 from haproxyd.balancer.least_connections import ScoredHeap
 from haproxyd.balancer.state import Backend
 
@@ -62,10 +62,12 @@ class LeastResponseTime(ScoredHeap):
             raise ValueError("decay must be positive")
         self._decay = float(decay)
         self._inverse_decay = 1.0 / self._decay
-        # member -> (its EWMA, log(EWMA) + t_b / DECAY) at its last sample; the sum of
-        # those EWMAs, kept O(1).
-        self._sample: dict[Backend, tuple[float, float]] = {}
+        # A member's record (`ScoredHeap._rec`) carries, after its four fields, the EWMA
+        # of its last sample (0.0: none yet) and log(EWMA) + t_b / DECAY (None: none).
+        # The sum of those EWMAs and the count of members with one, kept O(1).
         self._ewma_sum = 0.0
+        self._sampled = 0
+        self._now = 0.0  # the clock at the rebuild in progress
         self._log_mean = _log(DEFAULT_EWMA)
         self._mean_stale = False  # samples changed since `_log_mean` was computed
         # Members without a sample wait in their own heap, scored without the mean's log
@@ -74,27 +76,29 @@ class LeastResponseTime(ScoredHeap):
         super().__init__(slow_start=slow_start, clock=clock, **options)
 
     def rebuild(self, backends: tuple[Backend, ...]) -> None:
-        now = self._clock()
-        sample: dict[Backend, tuple[float, float]] = {}
-        for b in usable(backends):
-            if b.ewma > 0.0:
-                old = self._sample.get(b)
-                base = _log(b.ewma) + now / self._decay
-                sample[b] = old if old is not None and old[0] == b.ewma else (b.ewma, base)
-        self._sample = sample
-        self._ewma_sum = sum(e for e, _ in sample.values())
-        self._update_mean()
+        self._now = self._clock()
         self._fresh = []
         super().rebuild(backends)
+        sampled = [rec[4] for rec in self._rec.values() if rec[5] is not None]
+        self._ewma_sum = sum(sampled)
+        self._sampled = len(sampled)
+        self._update_mean()
+
+    def _extra(self, backend: Backend, prev: list[Any] | None) -> tuple[Any, ...]:
+        ewma = backend.ewma
+        if ewma <= 0.0:
+            return (0.0, None)
+        if prev is not None and prev[4] == ewma:
+            return (ewma, prev[5])  # the same sample: its age carries over
+        return (ewma, _log(ewma) + self._now * self._inverse_decay)
 
     def _update_mean(self) -> None:
-        count = len(self._sample)
+        count = self._sampled
         mean = self._ewma_sum / count if count else 0.0
         self._log_mean = _log(mean) if mean > 0.0 else _log(DEFAULT_EWMA)
         self._mean_stale = False
 
-    def _push(self, backend: Backend, rec: list[Any], base: float | None = None) -> None:
-        """`base`: the backend's log(EWMA) + t_b / DECAY when the caller has it."""
+    def _push(self, backend: Backend, rec: list[Any]) -> None:
         old = rec[2]
         if old is not None:
             old[3] = None
@@ -102,10 +106,7 @@ class LeastResponseTime(ScoredHeap):
         if 0 < backend.max_connections <= active:
             rec[2] = None
             return
-        if base is None:
-            sample = self._sample.get(backend)
-            if sample is not None:
-                base = sample[1]
+        base = rec[5]
         weight_term = (_LOG1P[active] if active < _LOG1P_SIZE else _log(active + 1)) - rec[3]
         self._seq = seq = self._seq + 1
         if base is None:
@@ -149,21 +150,19 @@ class LeastResponseTime(ScoredHeap):
         if rec is None:
             return  # not a member (any more): nothing to update
         ewma = backend.ewma
-        if ewma <= 0.0:
-            self._push(backend, rec)
-            return
-        samples = self._sample
-        old = samples.get(backend)
-        self._ewma_sum += ewma - (old[0] if old is not None else 0.0)
-        base = _log(ewma) + self._clock() * self._inverse_decay
-        samples[backend] = (ewma, base)
-        self._mean_stale = True
-        self._push(backend, rec, base)
+        if ewma > 0.0:
+            if rec[5] is None:
+                self._sampled += 1
+            self._ewma_sum += ewma - rec[4]
+            rec[4] = ewma
+            rec[5] = _log(ewma) + self._clock() * self._inverse_decay
+            self._mean_stale = True
+        self._push(backend, rec)
 
     def stats(self) -> dict[str, Any]:
         stats = super().stats()
         stats["heap_entries"] += len(self._fresh)
         if self._mean_stale:
             self._update_mean()
-        stats["mean_ewma"] = math.exp(self._log_mean) if self._sample else None
+        stats["mean_ewma"] = math.exp(self._log_mean) if self._sampled else None
         return stats
