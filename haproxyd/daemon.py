@@ -221,9 +221,6 @@ class Daemon:
                 self.pid_file.unlink(missing_ok=True)
         return 0
 
-    def request_stop(self) -> None:
-        self._signals.put_nowait(signal.SIGTERM)
-
     # -- reload --
 
     async def reload(self, cfg: Config | None = None) -> list[str]:

@@ -25,6 +25,7 @@ from haproxyd.config import validate_document
 from haproxyd.heap import freeze_heap
 from haproxyd.proxy.listener import ListenerKey, sync_servers
 from haproxyd.proxy.runtime import ProxyRuntime
+from haproxyd.tasks import cancel_and_wait
 
 log = logging.getLogger("haproxyd.worker")
 
@@ -88,15 +89,11 @@ class Worker:
         reporter = self.loop.create_task(self._report_forever())
         receiver = self.loop.create_task(self._receive(stop))
         await stop.wait()
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ChannelClosed):
-            await receiver
+        await cancel_and_wait(receiver)
         cfg = self.runtime.cfg
         if cfg is not None:
             await self.runtime.drain(list(self.servers.values()), cfg.timeouts.shutdown)
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        await cancel_and_wait(reporter)
         with contextlib.suppress(OSError, ChannelClosed):
             await self._send_reports()
         await self.runtime.stop()

@@ -535,6 +535,16 @@ async def _propose_backends(
     return await change_config(request, document, base_version=current)
 
 
+def _no_longer_leader(cluster: ClusterManager) -> APIError:
+    """For a call a follower forwarded here as to the leader, when this node is not the
+    leader (any more): the follower passes the 503 on, and its caller retries."""
+    return APIError(
+        503,
+        "no cluster leader",
+        [f"{cluster.node_id} is not the cluster leader (any more): retry in a moment"],
+    )
+
+
 def _cluster_fields(result: dict[str, Any]) -> dict[str, Any]:
     """What a runtime change in a cluster adds to its answer: the version that holds it
     and, from a follower, the leader that stored it."""
@@ -577,9 +587,7 @@ async def failover_trigger(request: web.Request) -> web.Response:
     if cluster is not None and described is not None and described["mode"] == "follower":
         # The leader decides this pool for the cluster: the trigger is its to carry out.
         if FORWARDED_HEADER in request.headers:
-            raise APIError(
-                503, "no cluster leader", [f"{cluster.node_id} is not the cluster leader"]
-            )
+            raise _no_longer_leader(cluster)
         path = f"{API}/failover/trigger"
         return web.json_response(await _call_leader(request, cluster, path, body, {}))
     try:
@@ -639,12 +647,8 @@ async def change_config(
         and not cluster.is_leader
         and (mode == "replace" or any(k in document for k in SHARED_SECTIONS))
     ):
-        if forwarded:  # sent here as to the leader: not any more
-            raise APIError(
-                503,
-                "no cluster leader",
-                [f"{cluster.node_id} is not the cluster leader (any more): retry in a moment"],
-            )
+        if forwarded:
+            raise _no_longer_leader(cluster)
         running, cfg = _validated(daemon, document, mode)
         if _node_local(cfg) != _node_local(running):
             raise APIError(

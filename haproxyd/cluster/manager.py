@@ -58,6 +58,7 @@ import redis.exceptions
 from haproxyd.balancer.state import BackendState
 from haproxyd.cluster.store import ClusterStore, Lease, StaleWrite, connect, redact
 from haproxyd.failover.base import Decision
+from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Pool
@@ -175,11 +176,7 @@ class ClusterManager:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in [*self._tasks, *([self._writer] if self._writer else [])]:
-            task.cancel()
-        for task in [*self._tasks, *([self._writer] if self._writer else [])]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, self._writer)
         with contextlib.suppress(*_REDIS_ERRORS):
             async with asyncio.timeout(self._io_timeout() * 2):
                 if self.lease is not None:

@@ -34,7 +34,7 @@ class ActiveActive(SideOverride, Strategy):
         if forced is not None:
             return forced
         state = self.without_overrides(current.state)
-        note = "forced backups all unhealthy: override ended; " if "forced" in current.state else ""
+        note = self.ended_note(current)
         active, reason = self._normal(view, current)
         kind = side_kind(view, current.active, active)
         return Choice(active, note + reason, kind=kind, state=state)

@@ -266,6 +266,11 @@ class SideOverride:
             state=dict(current.state),
         )
 
+    @staticmethod
+    def ended_note(current: Decision) -> str:
+        """The reason's prefix when a pin yielded because no backup is healthy."""
+        return "forced backups all unhealthy: override ended; " if "forced" in current.state else ""
+
     def side_trigger(
         self,
         view: View,

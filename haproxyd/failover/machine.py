@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from haproxyd.balancer.state import Backend, BackendState, PanicSet, Pool, default_selectable
 from haproxyd.failover.base import Choice, Decision, Strategy, TriggerRefused, View, ranked
 from haproxyd.failover.base import create as create_strategy
+from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from haproxyd.config.schema import FailoverConfig
@@ -155,11 +156,8 @@ class FailoverMachine:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

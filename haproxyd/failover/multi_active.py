@@ -46,7 +46,7 @@ class MultiActive(SideOverride, Strategy):
         forced = self.forced_choice(view, current)
         if forced is not None:
             return forced
-        note = "forced backups all unhealthy: override ended; " if "forced" in current.state else ""
+        note = self.ended_note(current)
         groups: dict[str, list[str]] = {}
         for backend_id in view.side(False):
             groups.setdefault(group_of(view, backend_id), []).append(backend_id)

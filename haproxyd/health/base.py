@@ -14,8 +14,6 @@ import dataclasses
 import json
 import socket
 import struct
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -133,10 +131,6 @@ def probe_key(config: Any) -> str:
     """
     fields = {k: v for k, v in config_fields(config).items() if k not in TIMING_FIELDS}
     return json.dumps(fields, sort_keys=True, default=str)
-
-
-def elapsed_since(start: float, clock: Callable[[], float] = time.perf_counter) -> float:
-    return max(0.0, clock() - start)
 
 
 def clip(text: str | bytes, limit: int = MAX_REASON) -> str:

@@ -57,6 +57,7 @@ from haproxyd.health.base import (
 )
 from haproxyd.health.passive import PassiveDetector
 from haproxyd.health.wheel import TimerWheel
+from haproxyd.tasks import cancel_and_wait
 
 log = logging.getLogger("haproxyd.health")
 
@@ -429,9 +430,7 @@ class HealthScheduler:
         if self._passive_task is not None:
             tasks.append(self._passive_task)
             self._passive_task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         for session in self._all_sessions():
             session.task = None
         while self._background:

@@ -318,7 +318,6 @@ class Exchange:
         if sent and self.replay is None:
             return False
         if budget and not pool.retry_allowed():
-            pool.retries_refused += 1
             return False
         choice = pool.pool.select(self)
         if choice is failed and len(pool.pool.selectable) > 1:
@@ -332,7 +331,6 @@ class Exchange:
         if log.isEnabledFor(logging.INFO):
             log.info("retry %s -> %s: %s", failed.id, choice.id, reason)
         pool.retries_active += 1
-        pool.retries_total += 1
         self.retrying = True
         self.reused = False
         if sent:

@@ -9,12 +9,13 @@ takes part: new upstream connections rotate over them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
 
 import aiodns
+
+from haproxyd.tasks import cancel_and_wait
 
 log = logging.getLogger("haproxyd.resolver")
 
@@ -97,11 +98,8 @@ class Resolver:
             await asyncio.sleep(min(waits, default=self.interval))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if self._dns is not None:
             self._dns.cancel()
             self._dns = None

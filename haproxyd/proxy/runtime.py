@@ -27,6 +27,7 @@ from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSe
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.upstream import UpstreamPool
+from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from haproxyd.config.schema import BackendConfig, Config, PoolConfig
@@ -77,8 +78,6 @@ class PoolRuntime:
         self.passive = config.passive is not None  # report outcomes to outlier detection
         self.active = 0  # requests in flight on this pool's backends (this process)
         self.retries_active = 0  # of which retries
-        self.retries_total = 0
-        self.retries_refused = 0  # retries the budget did not allow
         self.waiters: collections.deque[Exchange] = collections.deque()
 
     def retry_allowed(self) -> bool:
@@ -453,11 +452,8 @@ class ProxyRuntime:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        sweeper, self._sweeper = self._sweeper, None
+        await cancel_and_wait(sweeper)
         if self.resolver is not None:
             await self.resolver.stop()
         for pool in self.pools.values():

@@ -219,7 +219,8 @@ PAUSE_WAITING = 4  # body bytes buffered while a backend connection is being mad
 class UpstreamPool:
     """Keep-alive connections to one backend.
 
-    Owned by the data plane of one process; `acquire`/`release` run on its event loop.
+    Owned by the data plane of one process; taking an idle connection (`Exchange._use`,
+    LIFO) and `release` run on its event loop.
     """
 
     def __init__(
@@ -246,14 +247,6 @@ class UpstreamPool:
         self.max_requests = max_requests
         while len(self.idle) > max_idle:
             self.idle.popleft().close()
-
-    def acquire_idle(self) -> UpstreamConnection | None:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        return None
 
     async def connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()

@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, get_args
 
+from helpers.clock import FakeClock
+
 from haproxyd.balancer.base import create
 from haproxyd.balancer.state import Backend, Pool
 from haproxyd.config.schema import BalancerConfig
@@ -56,17 +58,6 @@ class Ctx:
 
     def header(self, name: bytes) -> bytes | None:
         return self.headers.get(name)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def distinct_ctxs(count: int, seed: int = 1) -> list[Ctx]:

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from balancer_helpers import FakeClock
+from helpers.clock import FakeClock
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 import pytest
-from balancer_helpers import VARIANTS, Ctx, FakeClock, variant_id
+from balancer_helpers import VARIANTS, Ctx, variant_id
+from helpers.clock import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

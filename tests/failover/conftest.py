@@ -18,7 +18,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from failover_helpers import FakeClock, Harness
+from failover_helpers import Harness
+from helpers.clock import FakeClock
 
 
 @pytest.fixture

@@ -11,22 +11,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from helpers.clock import FakeClock
+
 from haproxyd.balancer.base import create
 from haproxyd.balancer.state import Backend, BackendState, Pool
 from haproxyd.config.schema import FailoverConfig
 from haproxyd.failover.events import EventLog
 from haproxyd.failover.machine import FailoverMachine
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Ctx:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from health_helpers import Stub, bound_socket
+from helpers.clock import FakeClock
 from helpers.redis_server import RedisProcesses
 
 
@@ -109,18 +110,8 @@ def redis_spawn(tmp_path: Any) -> Any:
 
 
 @pytest.fixture
-def fake_clock() -> Any:
-    class Clock:
-        def __init__(self) -> None:
-            self.now = 1000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-        def advance(self, seconds: float) -> None:
-            self.now += seconds
-
-    return Clock()
+def fake_clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture

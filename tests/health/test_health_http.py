@@ -95,14 +95,27 @@ async def test_a_kept_connection_the_backend_drops_is_replaced(tcp_server):
         await check.close()
 
 
-async def test_a_kept_connection_closed_by_the_backend_leaves_the_idle_map(tcp_server):
-    async def answer_and_close(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()  # after the answer, without saying Connection: close
+def replying(data: bytes, *, close: bool):
+    """A raw backend for `tcp_server`: reads one request head, writes `data`, then
+    closes (`close`) or waits until the prober closes."""
 
-    port = await tcp_server(answer_and_close)
+    async def handler(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(data)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await reader.read()
+
+    return handler
+
+
+async def test_a_kept_connection_closed_by_the_backend_leaves_the_idle_map(tcp_server):
+    # It closes after the answer, without saying Connection: close.
+    port = await tcp_server(
+        replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True)
+    )
     check = create_check(hc("http"))
     try:
         assert (await check.probe(backend(port))).ok
@@ -114,41 +127,24 @@ async def test_a_kept_connection_closed_by_the_backend_leaves_the_idle_map(tcp_s
 
 
 async def test_response_without_length_ends_at_close_and_body_is_searched(tcp_server):
-    async def answer(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall green here")
-        await writer.drain()
-        writer.close()
-
-    port = await tcp_server(answer)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+    port = await tcp_server(replying(head + b"all green here", close=True))
     result = await probe(hc("http", expect_body="green"), port)
     assert result.ok, result.reason
 
 
 async def test_interim_response_is_skipped_and_large_body_bounded(tcp_server):
     body = b"x" * (3 * 65536) + b"needle"  # past what is searched and drained
-
-    async def answer(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        await writer.drain()
-        await reader.read()  # until the prober closes
-
-    port = await tcp_server(answer)
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    port = await tcp_server(replying(interim + final, close=False))
     assert (await probe(hc("http"), port)).reason == "HTTP 200"
     result = await probe(hc("http", expect_body="needle"), port)
     assert not result.ok and "does not match" in result.reason  # only MAX_BODY is searched
 
 
 async def test_garbage_instead_of_http_fails(tcp_server):
-    async def answer(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
-        await writer.drain()
-        await reader.read()
-
-    port = await tcp_server(answer)
+    port = await tcp_server(replying(b"SSH-2.0-OpenSSH_9.2\r\n", close=False))
     result = await probe(hc("http"), port)
     assert not result.ok
     assert result.reason.startswith("HTTP request failed: invalid response"), result.reason

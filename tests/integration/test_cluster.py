@@ -90,6 +90,18 @@ def test_a_leader_is_elected_and_a_killed_one_replaced_with_a_higher_term(
     assert f"haproxyd_cluster_term {float(new_term)}" in metrics
 
 
+async def serve_more(loads: list[LoadLoop], count: int) -> None:
+    """Wait until every load loop has had `count` more requests answered."""
+    marks = [load.stats.ok for load in loads]
+    for load, mark in zip(loads, marks, strict=True):
+        await load.wait_ok(mark + count)
+
+
+def assert_no_failures(nodes: list[Any], stats: list[Any]) -> None:
+    for node, result in zip(nodes, stats, strict=True):
+        assert not result.failures, (node_id(node), [str(f) for f in result.failures[:5]])
+
+
 def _metrics(d: Any) -> str:
     import urllib.request
 
@@ -212,13 +224,10 @@ async def test_primary_killed_under_load_every_node_switches_to_the_same_backup(
             await load.wait_ok(100)
         primary.stop()
         decided = [await asyncio.to_thread(wait_decision, n, ["standby"]) for n in nodes]
-        marks = [load.stats.ok for load in loads]
-        for load, mark in zip(loads, marks, strict=True):
-            await load.wait_ok(mark + 100)
+        await serve_more(loads, 100)
     finally:
         stats = [await load.stop() for load in loads]
-    for node, result in zip(nodes, stats, strict=True):
-        assert not result.failures, (node_id(node), [str(f) for f in result.failures[:5]])
+    assert_no_failures(nodes, stats)
     # One decision for the cluster: the same version and reason everywhere.
     assert len({(d["version"], d["reason"]) for d in decided}) == 1, decided
 
@@ -287,9 +296,7 @@ async def test_redis_outage_under_load_costs_nothing_and_the_cluster_reconverges
             timeout=LEASE + 1.0,
             nodes=nodes,
         )
-        marks = [load.stats.ok for load in loads]
-        for load, mark in zip(loads, marks, strict=True):
-            await load.wait_ok(mark + 100)  # still serving, by the last decision
+        await serve_more(loads, 100)  # still serving, by the last decision
         redis_procs.spawn("cluster", port=redis_port)  # back, empty (no persistence)
         _, new_term = await asyncio.to_thread(wait_leader, nodes, 10.0)
         assert new_term > term, "a Redis that lost its data handed out an old term"
@@ -301,13 +308,10 @@ async def test_redis_outage_under_load_costs_nothing_and_the_cluster_reconverges
                 nodes=nodes,
             )
             await asyncio.to_thread(wait_decision, node, ["b1"])
-        marks = [load.stats.ok for load in loads]
-        for load, mark in zip(loads, marks, strict=True):
-            await load.wait_ok(mark + 50)
+        await serve_more(loads, 50)
     finally:
         stats = [await load.stop() for load in loads]
-    for node, result in zip(nodes, stats, strict=True):
-        assert not result.failures, (node_id(node), [str(f) for f in result.failures[:5]])
+    assert_no_failures(nodes, stats)
 
 
 def test_majority_consensus_ignores_one_node_that_sees_the_primary_down(
