@@ -84,29 +84,48 @@ class RequestStats:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.series: dict[tuple[str, str], Series] = {}
+        # The hot path's index: the exchange's Backend object (or, for a request that
+        # got none, its PoolRuntime, or None without a route) -> its Series, so that
+        # `observe` builds no key. Rebuilt from `series` when it may have gone stale.
+        self._by_object: dict[object, Series] = {}
 
     def observe(self, exchange: Exchange) -> None:
+        backend = exchange.backend
+        series = self._by_object.get(backend if backend is not None else exchange.pool)
+        if series is None:
+            series = self._series_of(exchange)
+        status = exchange.status
+        codes = series.codes
+        if status in codes:
+            codes[status] += 1
+        else:
+            codes[status] = 1
+        if status >= 500 and exchange.termination == "ok":
+            series.backend_5xx += 1
+        start = exchange.start
+        if start:
+            elapsed = (exchange.ended or self._clock()) - start
+            series.buckets[bisect_left(BUCKETS, elapsed)] += 1
+            series.sum += elapsed
+            series.count += 1
+
+    def _series_of(self, exchange: Exchange) -> Series:
         pool = exchange.pool
         backend = exchange.backend
         key = (pool.name if pool is not None else "", backend.id if backend is not None else "")
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = Series()
-        status = exchange.status
-        codes = series.codes
-        codes[status] = codes.get(status, 0) + 1
-        if status >= 500 and exchange.termination == "ok":
-            series.backend_5xx += 1
-        start = exchange.start
-        if start:
-            elapsed = self._clock() - start
-            series.buckets[bisect_left(BUCKETS, elapsed)] += 1
-            series.sum += elapsed
-            series.count += 1
+        index = self._by_object
+        if len(index) > 2 * len(self.series) + 64:
+            index.clear()  # objects of removed or reloaded backends: drop them
+        index[backend if backend is not None else pool] = series
+        return series
 
     def forget(self, pool: str, backend: str) -> None:
         """Drop a removed backend's series (so label sets stay bounded under churn)."""
-        self.series.pop((pool, backend), None)
+        if self.series.pop((pool, backend), None) is not None:
+            self._by_object.clear()
 
     def snapshot(self, pools: Iterable[PoolRuntime] = ()) -> dict[str, Any]:
         """This process's counters plus its data-plane gauges of the live backends of

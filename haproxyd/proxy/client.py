@@ -44,8 +44,10 @@ from haproxyd.proxy.headers import (
     build_request_head,
     connection_named,
     drop_named,
+    forwarded_block,
     request_kind,
     request_kind_cached,
+    status_line,
 )
 from haproxyd.proxy.upstream import (
     PAUSE_PIPELINE,
@@ -94,6 +96,7 @@ class Exchange:
         "continue_sent",
         "counted",
         "dispatched",
+        "ended",
         "expect_continue",
         "head",
         "header_time",
@@ -178,6 +181,7 @@ class Exchange:
         self.attempts = 0
         self.status = 0
         self.start = 0.0
+        self.ended = 0.0  # loop time the response ended (0 until it has)
         self.connect_time = -1.0
         self.header_time = -1.0
         self.termination = ""
@@ -463,7 +467,7 @@ class Exchange:
             named = connection_named(connection)
             if named:
                 drop_named(parts, 1, named)
-        parts[0] = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        parts[0] = status_line(status, reason)
         if status == 101 and self.upgrade:
             if upgrade_value is not None:
                 parts += (b"Upgrade: ", upgrade_value, CRLF)
@@ -513,6 +517,7 @@ class Exchange:
     ) -> None:
         """The response ended (`conn`'s parser says whether it may be reused)."""
         client = self.client
+        now = self.ended = client.runtime.loop.time()
         self.conn = None
         out = self.out
         if self.chunked_out:
@@ -526,7 +531,7 @@ class Exchange:
         if self.request_complete and keep_alive and not conn.closed:
             if self.upstream_paused and conn.transport is not None:
                 conn.transport.resume_reading()
-            upstream.release(conn, client.runtime.loop.time())
+            upstream.release(conn, now)
         else:
             # The backend answered before the request body was sent whole: the rest of
             # the body would be taken for a new request, so neither side is reusable.
@@ -592,7 +597,7 @@ class Exchange:
             backend = self.backend
             assert pool is not None and backend is not None
             runtime = self.client.runtime
-            pool.pool.on_finish(backend, runtime.loop.time() - self.start, ok)
+            pool.pool.on_finish(backend, (self.ended or runtime.loop.time()) - self.start, ok)
             pool.active -= 1
             if self.retrying:
                 self.retrying = False
@@ -640,6 +645,7 @@ class ClientProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
         self.peer_ip_bytes = b""
+        self._forwarded = b""  # see headers.forwarded_block
         self.closed = False
         self.queue: deque[Exchange] = deque()
         self.current: Exchange | None = None  # the exchange being parsed
@@ -663,6 +669,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.peer_ip.startswith("::ffff:"):
             self.peer_ip = self.peer_ip[7:]
         self.peer_ip_bytes = self.peer_ip.encode()
+        self._forwarded = forwarded_block(self.peer_ip_bytes, self.proto)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -800,18 +807,22 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- httptools request callbacks --
 
-    def on_message_begin(self) -> None:
-        self.requests += 1
-        self.current = Exchange(self)
-        self._header_bytes = 0
-        self._head_raw = 0
+    # (No `on_message_begin`: a callback fewer per request. A request's first event is
+    # its URL, so `on_url` begins the exchange.)
 
     def on_url(self, url: bytes) -> None:
         exchange = self.current
-        assert exchange is not None
-        exchange.url += url
-        self._header_bytes += len(url)
-        if self._header_bytes > self.runtime.cfg.limits.max_header_bytes:
+        if exchange is None:
+            self.requests += 1
+            self.current = exchange = Exchange(self)
+            exchange.url = url
+            self._head_raw = 0
+            size = len(url)
+        else:
+            exchange.url += url  # the request line arrived in pieces
+            size = self._header_bytes + len(url)
+        self._header_bytes = size
+        if size > self.runtime.cfg.limits.max_header_bytes:
             raise BadRequest(431, "request header fields too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -852,7 +863,34 @@ class ClientProtocol(asyncio.Protocol):
         exchange.method = method = parser.get_method()
         exchange.is_head = method == b"HEAD"
         exchange.keep_alive = parser.should_keep_alive() and not runtime.draining
-        upgrade = parser.should_upgrade()
+        if method in _IDEMPOTENT:
+            exchange.replay = []
+        parts = exchange.parts
+        url = exchange.url
+        specials = exchange.specials
+        if len(specials) == 1 and specials[0][0] == HOST and not parser.should_upgrade():
+            # The common request: Host is its only header the proxy acts on (no body
+            # framing, no Connection, no forwarding headers to append to).
+            exchange.kept_end = len(parts)
+            host = specials[0][2]
+            exchange.request_id = request_id = runtime.next_request_id()
+            exchange.pool = runtime.route(host, url)
+            parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
+            parts += (b"X-Forwarded-Host: ", host, self._forwarded, request_id, b"\r\n\r\n")
+            exchange.head = b"".join(parts)
+        else:
+            self._head_with_specials(exchange, method, url)
+        exchange.ready = True
+        self.queue.append(exchange)
+        if len(self.queue) > 1:
+            # Pipelined: the response to an earlier request is still in flight.
+            self.pause_reading_for(PAUSE_PIPELINE)
+
+    def _head_with_specials(self, exchange: Exchange, method: bytes, url: bytes) -> None:
+        """The backend's head for a request with special headers besides Host (or
+        none): framing, Connection, Expect, Upgrade, forwarding headers."""
+        runtime = self.runtime
+        upgrade = self.parser.should_upgrade()
         meta = RequestMeta(exchange.specials)
         if meta.host is None and not exchange.http10:
             raise BadRequest(400, "missing Host header")
@@ -873,13 +911,10 @@ class ClientProtocol(asyncio.Protocol):
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
             framing = b""  # no body (llhttp reads none without a length or chunked)
-        if method in _IDEMPOTENT:
-            exchange.replay = []
         exchange.request_id = request_id = meta.xrid or runtime.next_request_id()
-        url = exchange.url
         exchange.pool = pool = runtime.route(meta.host, url)
         exchange.head = build_request_head(
-            b"%s %s HTTP/1.1\r\n" % (method, url),
+            b" ".join((method, url, b"HTTP/1.1\r\n")),
             parts,
             meta,
             client_ip=self.peer_ip_bytes,
@@ -889,11 +924,6 @@ class ClientProtocol(asyncio.Protocol):
             default_host=pool.default_host if pool is not None else b"localhost",
             upgrade=upgrade,
         )
-        exchange.ready = True
-        self.queue.append(exchange)
-        if len(self.queue) > 1:
-            # Pipelined: the response to an earlier request is still in flight.
-            self.pause_reading_for(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.current
@@ -968,6 +998,9 @@ class ClientProtocol(asyncio.Protocol):
         queue = self.queue
         if queue and queue[0] is exchange:
             queue.popleft()
+        ended = exchange.ended
+        if not ended:
+            ended = exchange.ended = self.runtime.loop.time()
         self.runtime.log_exchange(exchange)
         if self.closed:
             return
@@ -985,7 +1018,7 @@ class ClientProtocol(asyncio.Protocol):
             self.set_deadline(T_HEADER)
         else:
             self.timeout_kind = T_IDLE
-            self.deadline = self.runtime.loop.time() + self.runtime.cfg.timeouts.idle
+            self.deadline = ended + self.runtime.cfg.timeouts.idle
             if self.runtime.draining:
                 self.close()
 

@@ -94,7 +94,7 @@ def response_kind(name: bytes) -> int:
 
 
 # `Connection` values that name no header to remove, in the spellings peers send.
-_PLAIN_CONNECTION = frozenset(
+PLAIN_CONNECTION = frozenset(
     {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
 )
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
@@ -113,13 +113,27 @@ def connection_named(values: Iterable[bytes]) -> set[bytes]:
     """Header names (lower case) that `Connection` values list for removal."""
     tokens: set[bytes] = set()
     for value in values:
-        if value in _PLAIN_CONNECTION:
+        if value in PLAIN_CONNECTION:
             continue
         for token in value.split(b","):
             token = token.strip().lower()
             if token and token not in _CONNECTION_OPTIONS:
                 tokens.add(token)
     return tokens
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    """`HTTP/1.1 <status> <reason>` and CRLF, remembered per (status, reason): a backend
+    answers with a handful of them, and formatting one costs more than a lookup."""
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < _CACHE_LIMIT:
+            _STATUS_LINES[status, reason] = line
+    return line
 
 
 def drop_named(parts: list[bytes], start: int, names: set[bytes]) -> None:
@@ -198,6 +212,16 @@ class RequestMeta:
         if b"host" in names and self.host is not None:
             raise BadRequest(400, "Connection names Host")
         return names
+
+
+def forwarded_block(client_ip: bytes, proto: bytes) -> bytes:
+    """What `build_request_head` adds after X-Forwarded-Host for a request with no
+    forwarding headers of its own, up to the request id's value: the same for every
+    such request of a client connection, so it is built once per connection."""
+    return (
+        b"\r\nX-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + proto
+        + b"\r\nVia: 1.1 haproxyd\r\nX-Request-ID: "
+    )
 
 
 def build_request_head(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haproxyd.runtime")
 
+_HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see ProxyRuntime.next_request_id
 QUEUE_LIMIT = 10_000  # requests waiting for a backend slot, per pool
 # On shutdown, how long a connection accepted just before it has to send its request.
 FRESH_GRACE = 1.0
@@ -132,6 +133,7 @@ class ProxyRuntime:
         # Unique per process and start: random prefix, then the pid, then a counter.
         self._request_prefix = b"%s-%x" % (os.urandom(4).hex().encode(), os.getpid())
         self._request_counter = 0
+        self._request_high = b""  # see next_request_id
         self._access_log: IO[str] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._exchange_listeners: list[Callable[[Exchange], None]] = []
@@ -364,8 +366,13 @@ class ProxyRuntime:
         return None
 
     def next_request_id(self) -> bytes:
-        self._request_counter += 1
-        return b"%s-%08x" % (self._request_prefix, self._request_counter)
+        n = self._request_counter = self._request_counter + 1
+        low = n & 0xFFF
+        if low == 0 or not self._request_high:
+            self._request_high = b"%s-%05x" % (self._request_prefix, n >> 12)
+        # = b"%s-%08x" % (prefix, n): the last three hex digits come from a table, the
+        # rest is formatted once per 4,096 requests (formatting costs more than a concat).
+        return self._request_high + _HEX3[low]
 
     def count_rejected(self, status: int) -> None:
         self.rejected[status] = self.rejected.get(status, 0) + 1
@@ -381,7 +388,7 @@ class ProxyRuntime:
         if out is not None:
             pool = exchange.pool
             backend = exchange.backend
-            now = self.loop.time()
+            now = exchange.ended or self.loop.time()
             record = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "client": exchange.client_ip,

@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING
 import httptools
 
 from haproxyd.balancer.state import Backend
-from haproxyd.proxy.headers import CRLF, DROP, KEEP, SEP, response_kind, response_kind_cached
+from haproxyd.proxy.headers import (
+    CONNECTION,
+    CRLF,
+    DROP,
+    KEEP,
+    PLAIN_CONNECTION,
+    SEP,
+    response_kind,
+    response_kind_cached,
+)
 
 if TYPE_CHECKING:
     from haproxyd.proxy.client import Exchange
@@ -62,7 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         # name, ": ", value, CRLF per forwarded header]; None once the head is complete
         # (header callbacks are then trailers). `_specials`: (kind, value) of the
         # headers the proxy acts on (framing, Connection, Upgrade).
-        self._parts: list[bytes] | None = None
+        self._parts: list[bytes] | None = [b""]
         self._specials: list[tuple[int, bytes]] = []
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._reason = b""
@@ -86,11 +95,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self._got_bytes = True
-        exchange.client.touch()
         try:
             self.parser.feed_data(data)
-            if exchange.out:
-                exchange.flush()
+            if self.exchange is exchange:
+                # Still in flight: the read is activity (the response timeout counts
+                # from the last one; an exchange that ended has its next deadline).
+                exchange.client.touch()
+                if exchange.out:
+                    exchange.flush()
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             if self.exchange is not None:
@@ -129,11 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks --
 
-    def on_message_begin(self) -> None:
-        self._parts = [b""]
-        self._specials = []
-        self._trailers = None
-        self._reason = b""
+    # (No `on_message_begin`, a callback fewer per response: the state of the next
+    # response is set up when one completes, see `_next_message`.)
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -150,7 +159,9 @@ class UpstreamConnection(asyncio.Protocol):
             kind = response_kind(name)
         if kind == KEEP:
             parts += (name, SEP, value, CRLF)
-        elif kind != DROP:
+        elif kind != DROP and (kind != CONNECTION or value not in PLAIN_CONNECTION):
+            # (`Connection: keep-alive` and the like name no header to remove: the
+            # parser reads what they mean for this connection.)
             self._specials.append((kind, value))
 
     def on_headers_complete(self) -> None:
@@ -177,6 +188,12 @@ class UpstreamConnection(asyncio.Protocol):
                 exchange.out.append(body)
 
     def on_message_complete(self) -> None:
+        trailers = self._trailers
+        # The next response's state (inline: this runs once per response).
+        self._parts = [b""]
+        self._specials = []
+        self._trailers = None
+        self._reason = b""
         exchange = self.exchange
         if exchange is None:
             return
@@ -184,7 +201,13 @@ class UpstreamConnection(asyncio.Protocol):
             # Interim responses are skipped; a 101 ends in HttpParserUpgrade, which
             # turns this connection into a tunnel (see data_received).
             return
-        exchange.complete(self, self.parser.should_keep_alive(), self._trailers)
+        exchange.complete(self, self.parser.should_keep_alive(), trailers)
+
+    def _next_message(self) -> None:
+        self._parts = [b""]
+        self._specials = []
+        self._trailers = None
+        self._reason = b""
 
     # -- used by the exchange --
 
@@ -199,6 +222,7 @@ class UpstreamConnection(asyncio.Protocol):
         """The response to a HEAD request ended with its headers: start a new parser,
         since llhttp cannot be told, through httptools, that no body follows."""
         self.parser = httptools.HttpResponseParser(self)
+        self._next_message()
 
     def keep_alive(self) -> bool:
         return self.parser.should_keep_alive()

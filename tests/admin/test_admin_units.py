@@ -69,13 +69,26 @@ def test_code_classes():
     ]
 
 
-def _exchange(pool, backend, status, start, termination="ok"):
+class _Pool:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Backend:
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+
+def _exchange(pool, backend, status, start, termination="ok", ended=0.0):
+    """What `observe` reads of an Exchange; a new pool and backend object each time
+    (hashable by identity, as the real ones are)."""
     return SimpleNamespace(
-        pool=SimpleNamespace(name=pool) if pool else None,
-        backend=SimpleNamespace(id=backend) if backend else None,
+        pool=_Pool(pool) if pool else None,
+        backend=_Backend(backend) if backend else None,
         status=status,
         start=start,
         termination=termination,
+        ended=ended,
     )
 
 
@@ -98,6 +111,22 @@ def test_request_stats_observe_and_snapshot():
     assert series[("", "")]["count"] == 0 and series[("", "")]["codes"] == {"404": 1}
     stats.forget("web", "a")
     assert ("web", "a") not in stats.series
+
+
+def test_observe_indexes_by_object_and_reads_the_end_time():
+    stats = RequestStats(lambda: 100.0)
+    first = _exchange("web", "a", 200, 9.0, ended=9.25)  # the clock says 100: not read
+    stats.observe(first)
+    again = _exchange("web", "a", 200, 9.0, ended=9.5)
+    again.backend = first.backend  # the same Backend object: found by the index
+    stats.observe(again)
+    stats.observe(_exchange("web", "a", 503, 0.0))  # another object, same ids
+    s = stats.series[("web", "a")]
+    assert s.codes == {200: 2, 503: 1} and s.count == 2
+    assert s.sum == pytest.approx(0.25 + 0.5)
+    stats.forget("web", "a")
+    stats.observe(again)  # forgotten: a fresh series, not the dropped one
+    assert stats.series[("web", "a")] is not s and stats.series[("web", "a")].count == 1
 
 
 def test_merge_sums_worker_snapshots():
