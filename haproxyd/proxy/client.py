@@ -852,25 +852,21 @@ class ClientProtocol(asyncio.Protocol):
         assert exchange is not None
         runtime = self.runtime
         parser = self.parser
-        version = parser.get_http_version()
-        if version != "1.1":
-            if version == "1.0":
-                exchange.http10 = True
-            elif version == "0.9":  # llhttp's reading of a request line with no version
-                raise BadRequest(400, "missing HTTP version")
-            else:
-                raise BadRequest(505, "HTTP version not supported")
         exchange.method = method = parser.get_method()
         exchange.is_head = method == b"HEAD"
-        exchange.keep_alive = parser.should_keep_alive() and not runtime.draining
+        keep_alive = parser.should_keep_alive()
+        exchange.keep_alive = keep_alive and not runtime.draining
         if method in _IDEMPOTENT:
             exchange.replay = []
         parts = exchange.parts
         url = exchange.url
         specials = exchange.specials
-        if len(specials) == 1 and specials[0][0] == HOST and not parser.should_upgrade():
+        if keep_alive and len(specials) == 1 and specials[0][0] == HOST and method != b"CONNECT":
             # The common request: Host is its only header the proxy acts on (no body
-            # framing, no Connection, no forwarding headers to append to).
+            # framing, no Connection, no Upgrade, no forwarding headers to append to).
+            # It is HTTP/1.1 without asking (`get_http_version` formats a str): with
+            # no Connection header only 1.1 keeps alive, and llhttp accepts no other
+            # 1.x version.
             exchange.kept_end = len(parts)
             host = specials[0][2]
             exchange.request_id = request_id = runtime.next_request_id()
@@ -879,6 +875,14 @@ class ClientProtocol(asyncio.Protocol):
             parts += (b"X-Forwarded-Host: ", host, self._forwarded, request_id, b"\r\n\r\n")
             exchange.head = b"".join(parts)
         else:
+            version = parser.get_http_version()
+            if version != "1.1":
+                if version == "1.0":
+                    exchange.http10 = True
+                elif version == "0.9":  # llhttp's reading of a request line with no version
+                    raise BadRequest(400, "missing HTTP version")
+                else:
+                    raise BadRequest(505, "HTTP version not supported")
             self._head_with_specials(exchange, method, url)
         exchange.ready = True
         self.queue.append(exchange)
