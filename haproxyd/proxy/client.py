@@ -447,6 +447,25 @@ class Exchange:
         self.status = status
         self.header_time = runtime.loop.time() - self.start
         self.response_started = True
+        if (
+            len(specials) == 1
+            and specials[0][0] == CONTENT_LENGTH
+            and self.keep_alive
+            and not (self.upgrade or self.http10 or self.is_head or self.close_after)
+            and not runtime.draining
+        ):
+            # The common response: framed by Content-Length alone, to a keep-alive
+            # HTTP/1.1 client (what the general path below would build, in fewer steps).
+            parts[0] = status_line(status, reason)
+            parts += (
+                b"Content-Length: ",
+                specials[0][1],
+                b"\r\nX-Request-ID: ",
+                self.request_id,
+                b"\r\n\r\n",
+            )
+            self.out = [b"".join(parts)]
+            return
         content_length: bytes | None = None
         chunked = False
         connection: list[bytes] | None = None
