@@ -132,3 +132,48 @@ def test_end_to_end_headers_and_target_pass_unchanged(backend, daemon):
     assert rec.header("Cookie") == "a=1; b=2"
     assert rec.header("Authorization") == "Bearer t0ken"
     assert rec.header("Accept") == "text/html, */*;q=0.1"
+
+
+_RID = re.compile(rb"(X-Request-ID: )[^\r]*")
+
+
+def test_common_and_general_request_paths_build_the_same_head(raw_backend, daemon):
+    """A request whose only special header is Host takes the proxy's short path; one
+    with a Content-Length (and an unknown extension in Connection) takes the general
+    one. Apart from that framing, the backend must see the same head from both."""
+    rb = raw_backend(lambda rec: RawReply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False))
+    d = daemon([rb])
+    with d.conn() as c:
+        plain = [("Host", "shop.example"), ("X-A", "1"), ("Accept", "*/*")]
+        assert c.request("GET", "/p?q=1", plain, host=None).status == 200
+        general = [*plain, ("Content-Length", "0"), ("Connection", "keep-alive, X-Gone")]
+        assert c.request("GET", "/p?q=1", [*general, ("X-Gone", "x")], host=None).status == 200
+    short, long = (rec.raw for rec in rb.wait_for_requests(2))
+    long = long.replace(b"Content-Length: 0\r\n", b"")
+    assert b"X-Gone" not in long
+    assert _RID.sub(rb"\1-", short) == _RID.sub(rb"\1-", long), (short, long)
+    assert short.startswith(b"GET /p?q=1 HTTP/1.1\r\nHost: shop.example\r\nX-A: 1\r\n")
+
+
+def test_common_and_general_response_paths_build_the_same_head(raw_backend, daemon):
+    """A response framed by Content-Length alone takes the proxy's short path; one that
+    also names a header in Connection takes the general one: the client must see the
+    same head from both, once that header is gone."""
+    replies = iter(
+        [
+            b"HTTP/1.1 201 Made\r\nX-B: 2\r\nContent-Length: 2\r\nServer: raw\r\n\r\nok",
+            b"HTTP/1.1 201 Made\r\nX-B: 2\r\nContent-Length: 2\r\nConnection: X-Gone\r\n"
+            b"X-Gone: x\r\nServer: raw\r\n\r\nok",
+        ]
+    )
+    rb = raw_backend(lambda rec: RawReply(next(replies), close=False))
+    d = daemon([rb])
+    with d.conn() as c:
+        short = c.request("GET", "/r")
+        long = c.request("GET", "/r")
+    assert (short.status, short.reason, short.body) == (long.status, long.reason, long.body)
+    assert (short.status, short.reason, short.body) == (201, "Made", b"ok")
+    assert _RID.sub(rb"\1-", short.raw_head) == _RID.sub(rb"\1-", long.raw_head), (
+        short.raw_head,
+        long.raw_head,
+    )
