@@ -220,7 +220,7 @@ def forwarded_block(client_ip: bytes, proto: bytes) -> bytes:
     such request of a client connection, so it is built once per connection."""
     return (
         b"\r\nX-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + proto
-        + b"\r\nVia: 1.1 haproxyd\r\nX-Request-ID: "
+        + b"\r\nVia: " + VIA_TOKEN + b"\r\nX-Request-ID: "
     )
 
 
