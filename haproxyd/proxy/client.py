@@ -207,7 +207,7 @@ class Exchange:
         runtime = client.runtime
         self.start = start = runtime.loop.time()
         client.timeout_kind = T_RESPONSE
-        client.deadline = start + runtime.cfg.timeouts.response
+        client.deadline = start + runtime.response_timeout
         pool = self.pool
         if pool is None:
             self.fail(404, "no route for this request", "no_route")
@@ -272,7 +272,7 @@ class Exchange:
         runtime = self.client.runtime
         begin = runtime.loop.time()
         try:
-            async with asyncio.timeout(runtime.cfg.timeouts.connect):
+            async with asyncio.timeout(runtime.connect_timeout):
                 conn = await upstream.connect()
         except TimeoutError:
             self._connect_failed(504, "backend connect timeout", "connect_timeout")
@@ -341,7 +341,7 @@ class Exchange:
             self.body_buffer = list(self.replay) if self.replay else None
         self.client.set_deadline(T_RESPONSE)
         if choice is failed:
-            delay = min(self.client.runtime.cfg.timeouts.connect, 1.0)
+            delay = min(self.client.runtime.connect_timeout, 1.0)
             self.client.runtime.loop.call_later(delay, self._retry_same, choice)
         else:
             self._use(choice)
@@ -701,7 +701,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         runtime.connections.add(self)
         self.accepted = now = runtime.loop.time()
-        self.deadline = now + runtime.cfg.timeouts.client_header
+        self.deadline = now + runtime.header_timeout
         self.timeout_kind = T_HEADER
 
     def data_received(self, data: bytes) -> None:
@@ -742,7 +742,7 @@ class ClientProtocol(asyncio.Protocol):
             # it hold (one read's worth of slack past the limit).
             if partial_head:
                 self._head_raw += len(data)
-                if self._head_raw > self.runtime.cfg.limits.max_header_bytes:
+                if self._head_raw > self.runtime.max_header_bytes:
                     self._reject(431, "request header fields too large")
                     return
             if self.timeout_kind == T_IDLE:
@@ -841,7 +841,7 @@ class ClientProtocol(asyncio.Protocol):
             exchange.url += url  # the request line arrived in pieces
             size = self._header_bytes + len(url)
         self._header_bytes = size
-        if size > self.runtime.cfg.limits.max_header_bytes:
+        if size > self.runtime.max_header_bytes:
             raise BadRequest(431, "request header fields too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -849,7 +849,7 @@ class ClientProtocol(asyncio.Protocol):
         assert exchange is not None
         size = self._header_bytes + len(name) + len(value) + 4
         self._header_bytes = size
-        if size > self.runtime.cfg.limits.max_header_bytes:
+        if size > self.runtime.max_header_bytes:
             raise BadRequest(431, "request header fields too large")
         if exchange.ready:
             if exchange.trailers is None:
@@ -925,7 +925,7 @@ class ClientProtocol(asyncio.Protocol):
         exchange.kept_end = len(parts)
         exchange.expect_continue = meta.expect_continue and not exchange.http10
         if meta.content_length is not None:
-            max_body = runtime.cfg.limits.max_body_bytes
+            max_body = runtime.max_body_bytes
             if max_body and int(meta.content_length) > max_body:
                 raise BadRequest(413, "request body too large")
             framing = b"Content-Length: " + meta.content_length + CRLF
@@ -952,7 +952,7 @@ class ClientProtocol(asyncio.Protocol):
         exchange = self.current
         assert exchange is not None
         exchange.body_bytes += len(body)
-        max_body = self.runtime.cfg.limits.max_body_bytes
+        max_body = self.runtime.max_body_bytes
         if max_body and exchange.body_bytes > max_body:
             raise BadRequest(413, "request body too large")
         exchange.on_request_body(body)
@@ -980,20 +980,20 @@ class ClientProtocol(asyncio.Protocol):
         """Activity on an exchange in flight or a tunnel: push its inactivity deadline."""
         kind = self.timeout_kind
         if kind == T_RESPONSE:
-            self.deadline = self.runtime.loop.time() + self.runtime.cfg.timeouts.response
+            self.deadline = self.runtime.loop.time() + self.runtime.response_timeout
         elif kind == T_TUNNEL:
-            self.deadline = self.runtime.loop.time() + self.runtime.cfg.timeouts.idle
+            self.deadline = self.runtime.loop.time() + self.runtime.idle_timeout
 
     def set_deadline(self, kind: int) -> None:
-        timeouts = self.runtime.cfg.timeouts
+        runtime = self.runtime
         if kind == T_RESPONSE:
-            seconds = timeouts.response
+            seconds = runtime.response_timeout
         elif kind == T_HEADER:
-            seconds = timeouts.client_header
+            seconds = runtime.header_timeout
         else:
-            seconds = timeouts.idle
+            seconds = runtime.idle_timeout
         self.timeout_kind = kind
-        self.deadline = self.runtime.loop.time() + seconds
+        self.deadline = runtime.loop.time() + seconds
 
     def on_timeout(self) -> None:
         """The sweeper found this connection past its deadline."""
@@ -1041,7 +1041,7 @@ class ClientProtocol(asyncio.Protocol):
             self.set_deadline(T_HEADER)
         else:
             self.timeout_kind = T_IDLE
-            self.deadline = ended + self.runtime.cfg.timeouts.idle
+            self.deadline = ended + self.runtime.idle_timeout
             if self.runtime.draining:
                 self.close()
 

@@ -116,6 +116,15 @@ class ProxyRuntime:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.cfg: Config = None  # type: ignore[assignment]
+        # The settings the data plane reads per request, as plain attributes (set by
+        # `apply`): each step into a pydantic model goes through its `__getattr__`
+        # hook, about 500 instructions, and these are read several times per request.
+        self.max_header_bytes = 0
+        self.max_body_bytes = 0
+        self.connect_timeout = 0.0
+        self.header_timeout = 0.0
+        self.response_timeout = 0.0
+        self.idle_timeout = 0.0
         self.pools: dict[str, PoolRuntime] = {}
         self.connections: set[ClientProtocol] = set()
         self.connection_limit = 0  # this process's share of limits.max_connections
@@ -158,6 +167,13 @@ class ProxyRuntime:
             host = route.match.host.lower() if route.match.host else None
             routes.append((host, route.match.path_prefix.encode(), pools[route.pool]))
         self.cfg = cfg
+        self.max_header_bytes = cfg.limits.max_header_bytes
+        self.max_body_bytes = cfg.limits.max_body_bytes
+        timeouts = cfg.timeouts
+        self.connect_timeout = timeouts.connect
+        self.header_timeout = timeouts.client_header
+        self.response_timeout = timeouts.response
+        self.idle_timeout = timeouts.idle
         self.connection_limit = -(-cfg.limits.max_connections // self.worker_count)
         self.pools = pools
         self._routes = routes

@@ -20,3 +20,53 @@ def test_request_ids_are_prefix_dash_eight_hex_digits_across_table_boundaries():
             assert runtime.next_request_id() == b"%s-%08x" % (prefix, n)
     finally:
         loop.close()
+
+
+def _config(timeouts: str, limits: str):
+    from haproxyd.config import load_config_text
+
+    return load_config_text(
+        f"timeouts: {timeouts}\nlimits: {limits}\n"
+        "pools:\n  web:\n    backends:\n      - {id: b1, address: 127.0.0.1:9}\n"
+    )
+
+
+def test_apply_copies_the_per_request_settings_and_a_reload_replaces_them():
+    loop = asyncio.new_event_loop()
+    try:
+        runtime = ProxyRuntime(loop)
+        runtime.apply(
+            _config(
+                "{connect: 2s, client_header: 3s, response: 4s, idle: 5s}",
+                "{max_header_bytes: 6000, max_body_bytes: 7000}",
+            )
+        )
+        got = (
+            runtime.connect_timeout,
+            runtime.header_timeout,
+            runtime.response_timeout,
+            runtime.idle_timeout,
+            runtime.max_header_bytes,
+            runtime.max_body_bytes,
+        )
+        assert got == (2.0, 3.0, 4.0, 5.0, 6000, 7000)
+        runtime.apply(
+            _config(
+                "{connect: 1s, client_header: 1500ms, response: 1m, idle: 250ms}",
+                "{max_header_bytes: 9000, max_body_bytes: 0}",
+            )
+        )
+        got = (
+            runtime.connect_timeout,
+            runtime.header_timeout,
+            runtime.response_timeout,
+            runtime.idle_timeout,
+            runtime.max_header_bytes,
+            runtime.max_body_bytes,
+        )
+        assert got == (1.0, 1.5, 60.0, 0.25, 9000, 0)
+        for pool in runtime.pools.values():
+            for upstream in pool.upstreams.values():
+                upstream.close()
+    finally:
+        loop.close()
