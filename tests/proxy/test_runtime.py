@@ -31,6 +31,17 @@ def _config(timeouts: str, limits: str):
     )
 
 
+def _settings(runtime: ProxyRuntime) -> tuple[float | int, ...]:
+    return (
+        runtime.connect_timeout,
+        runtime.header_timeout,
+        runtime.response_timeout,
+        runtime.idle_timeout,
+        runtime.max_header_bytes,
+        runtime.max_body_bytes,
+    )
+
+
 def test_apply_copies_the_per_request_settings_and_a_reload_replaces_them():
     loop = asyncio.new_event_loop()
     try:
@@ -41,30 +52,14 @@ def test_apply_copies_the_per_request_settings_and_a_reload_replaces_them():
                 "{max_header_bytes: 6000, max_body_bytes: 7000}",
             )
         )
-        got = (
-            runtime.connect_timeout,
-            runtime.header_timeout,
-            runtime.response_timeout,
-            runtime.idle_timeout,
-            runtime.max_header_bytes,
-            runtime.max_body_bytes,
-        )
-        assert got == (2.0, 3.0, 4.0, 5.0, 6000, 7000)
+        assert _settings(runtime) == (2.0, 3.0, 4.0, 5.0, 6000, 7000)
         runtime.apply(
             _config(
                 "{connect: 1s, client_header: 1500ms, response: 1m, idle: 250ms}",
                 "{max_header_bytes: 9000, max_body_bytes: 0}",
             )
         )
-        got = (
-            runtime.connect_timeout,
-            runtime.header_timeout,
-            runtime.response_timeout,
-            runtime.idle_timeout,
-            runtime.max_header_bytes,
-            runtime.max_body_bytes,
-        )
-        assert got == (1.0, 1.5, 60.0, 0.25, 9000, 0)
+        assert _settings(runtime) == (1.0, 1.5, 60.0, 0.25, 9000, 0)
         for pool in runtime.pools.values():
             for upstream in pool.upstreams.values():
                 upstream.close()
