@@ -13,15 +13,13 @@ Runs on the event loop of the scheduler that owns it; not thread-safe.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import math
 
 
 class TimerWheel:
     def __init__(self, grid: float) -> None:
         self.grid = grid
-        self._slots: dict[int, list[asyncio.Future[None]]] = {}
-        self._heap: list[int] = []  # occupied slot numbers (a slot's timer is armed)
+        self._slots: dict[int, list[asyncio.Future[None]]] = {}  # a timer armed for each
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def sleeper(self, delay: float) -> asyncio.Future[None]:
@@ -34,18 +32,15 @@ class TimerWheel:
         waiters = self._slots.get(slot)
         if waiters is None:
             self._slots[slot] = [future]
-            heapq.heappush(self._heap, slot)
             loop.call_at(slot * self.grid, self._fire, slot)
         else:
             waiters.append(future)
         return future
 
     def _fire(self, slot: int) -> None:
-        heap = self._heap
-        while heap and heap[0] <= slot:
-            for future in self._slots.pop(heapq.heappop(heap), ()):
-                if not future.done():
-                    future.set_result(None)
+        for future in self._slots.pop(slot):
+            if not future.done():
+                future.set_result(None)
 
     def __len__(self) -> int:
         """Sleepers waiting (including those already woken another way)."""

@@ -39,6 +39,7 @@ from haproxyd.proxy.headers import (
     SEP,
     TRANSFER_ENCODING,
     UPGRADE,
+    VIA_TOKEN,
     BadRequest,
     RequestMeta,
     build_request_head,
@@ -688,7 +689,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.peer_ip.startswith("::ffff:"):
             self.peer_ip = self.peer_ip[7:]
         self.peer_ip_bytes = self.peer_ip.encode()
-        self._forwarded = forwarded_block(self.peer_ip_bytes, self.proto)
+        self._forwarded = forwarded_block(self.peer_ip_bytes, self.proto, VIA_TOKEN)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -891,7 +892,7 @@ class ClientProtocol(asyncio.Protocol):
             exchange.request_id = request_id = runtime.next_request_id()
             exchange.pool = runtime.route(host, url)
             parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
-            parts += (b"X-Forwarded-Host: ", host, self._forwarded, request_id, b"\r\n\r\n")
+            parts += (b"X-Forwarded-Host: ", host, CRLF, self._forwarded, request_id, b"\r\n\r\n")
             exchange.head = b"".join(parts)
         else:
             version = parser.get_http_version()

@@ -214,13 +214,13 @@ class RequestMeta:
         return names
 
 
-def forwarded_block(client_ip: bytes, proto: bytes) -> bytes:
-    """What `build_request_head` adds after X-Forwarded-Host for a request with no
-    forwarding headers of its own, up to the request id's value: the same for every
-    such request of a client connection, so it is built once per connection."""
+def forwarded_block(xff: bytes, proto: bytes, via: bytes) -> bytes:
+    """The forwarding headers of a backend's head, up to the request id's value. For a
+    request with no X-Forwarded-For or Via of its own it is the same for every request
+    of a client connection, which builds it once (`ClientProtocol._forwarded`)."""
     return (
-        b"\r\nX-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + proto
-        + b"\r\nVia: " + VIA_TOKEN + b"\r\nX-Request-ID: "
+        b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto
+        + b"\r\nVia: " + via + b"\r\nX-Request-ID: "
     )
 
 
@@ -245,16 +245,9 @@ def build_request_head(
         parts += (b"Host: ", default_host, CRLF)
     else:
         parts += (b"X-Forwarded-Host: ", host, CRLF)
-    if meta.xff:
-        parts += (b"X-Forwarded-For: ", b", ".join(meta.xff), b", ", client_ip, CRLF)
-    else:
-        parts += (b"X-Forwarded-For: ", client_ip, CRLF)
-    parts += (b"X-Forwarded-Proto: ", proto, CRLF)
-    if meta.via:
-        parts += (b"Via: ", b", ".join(meta.via), b", ", VIA_TOKEN, CRLF)
-    else:
-        parts.append(b"Via: 1.1 haproxyd\r\n")
-    parts += (b"X-Request-ID: ", request_id, CRLF)
+    xff = b", ".join((*meta.xff, client_ip)) if meta.xff else client_ip
+    via = b", ".join((*meta.via, VIA_TOKEN)) if meta.via else VIA_TOKEN
+    parts += (forwarded_block(xff, proto, via), request_id, CRLF)
     if upgrade:
         parts += (b"Connection: upgrade\r\nUpgrade: ", meta.upgrade or b"", CRLF)
     parts += (framing, CRLF)

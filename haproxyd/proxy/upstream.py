@@ -189,11 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         trailers = self._trailers
-        # The next response's state (inline: this runs once per response).
-        self._parts = [b""]
-        self._specials = []
-        self._trailers = None
-        self._reason = b""
+        self._next_message()
         exchange = self.exchange
         if exchange is None:
             return
