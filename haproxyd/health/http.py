@@ -21,6 +21,7 @@ import re
 import ssl
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httptools
 
@@ -29,6 +30,7 @@ from haproxyd.health.base import Check, CheckResult, clip, register
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
 
+_VISIBLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
 MAX_BODY = 65536  # bytes of the response body searched by `expect_body`
 IDLE_TIMEOUT = 30.0  # seconds a probe connection may sit unused before it is reopened
 
@@ -199,6 +201,9 @@ class HttpCheck(Check):
         self.path = getattr(config, "path", None) or "/"
         if not self.path.startswith("/"):
             self.path = "/" + self.path
+        # The request line carries ASCII: other characters go UTF-8 and percent-encoded
+        # (as an HTTP client does); escapes already written stay as they are.
+        self._target = quote(self.path, safe=_VISIBLE_ASCII)
         self.ranges = parse_status_ranges(getattr(config, "expect_status", None) or [200])
         body = getattr(config, "expect_body", None)
         self.body_re = re.compile(body.encode()) if body else None
@@ -226,7 +231,7 @@ class HttpCheck(Check):
         key = (host, port)
         data = self._requests.get(key)
         if data is None:
-            lines = [f"{self.method} {self.path} HTTP/1.1"]
+            lines = [f"{self.method} {self._target} HTTP/1.1"]
             if not any(name.lower() == "host" for name in self.headers):
                 url_host = f"[{host}]" if ":" in host else host
                 default_port = 443 if self.tls else 80

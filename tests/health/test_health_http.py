@@ -45,6 +45,14 @@ async def test_status_ranges_and_host_header(http_backend):
     assert parse_status_ranges([200, "300-399", "404"]) == ((200, 200), (300, 399), (404, 404))
 
 
+async def test_a_path_outside_ascii_is_sent_percent_encoded(http_backend):
+    # What aiohttp's client did: UTF-8, percent-encoded; escapes already there stay.
+    stub = await http_backend(Stub())
+    result = await probe(hc("http", path="/santé/健康?q=a%20b"), stub.port)
+    assert result.ok, result.reason
+    assert stub.requests[0][1] == "/santé/健康"  # aiohttp decodes the path it received
+
+
 async def test_expect_body(http_backend):
     stub = await http_backend(Stub(body='{"status": "green", "db": "ok"}'))
     assert (await probe(hc("http", expect_body=r'"status":\s*"green"'), stub.port)).ok
