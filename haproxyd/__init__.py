@@ -1,3 +1,12 @@
 """haproxyd: an L7 HTTP/1.1 reverse proxy and load-balancing daemon."""
 
+import os
+
 __version__ = "0.1.0"
+
+if os.environ.get("HAPROXYD_PURE_PYTHON") == "1":
+    # Run the data plane interpreted even where its compiled form is installed (see
+    # setup.py): for a traceback through its lines, a profiler, or a comparison.
+    from haproxyd._build import prefer_source
+
+    prefer_source()

@@ -85,7 +85,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"haproxyd {__version__}")
+    from haproxyd._build import dataplane_form
+
+    print(f"haproxyd {__version__} (data plane: {dataplane_form()})")
     return 0
 
 

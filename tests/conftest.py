@@ -10,7 +10,9 @@ Fixture API (all function-scoped unless said):
   backend; `handler(Recorded) -> bytes | RawReply` decides the bytes sent back.
 - `daemon(backends=..., pools=None, timeouts=None, limits=None, tls=None, extra=None,
   start=True)` -> `Daemon`: writes the YAML into `tmp_path`, starts
-  `python -m haproxyd -c FILE` and waits until the listener accepts.
+  `python -m haproxyd -c FILE` and waits until the listener accepts. In the
+  `test_dataplane_*` modules every such test runs twice when the data plane is
+  installed compiled: once compiled, once interpreted (`form`, HAPROXYD_PURE_PYTHON).
   `backends` takes Backend/RawBackend objects or `{id, address}` dicts.
 - `tls_files` (session) -> `TLSFiles(ca, cert, key, client_context)` made by trustme.
 - `redis_procs` -> `RedisProcesses` (helpers/redis_server.py): redis-servers for this
@@ -37,8 +39,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.backends import Backend, BackendLoop, RawBackend, RawHandler
-from helpers.daemon import DAEMONS_ATTR, Daemon, attach_daemon, free_port, make_config
+from helpers.daemon import (
+    DAEMONS_ATTR,
+    INSTALLED_FORM,
+    Daemon,
+    attach_daemon,
+    free_port,
+    make_config,
+)
 from helpers.redis_server import RedisProcesses
+
+from haproxyd._build import stale_builds
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -95,9 +106,39 @@ def backend_entries(backends: list[Any]) -> list[dict[str, Any]]:
     return [b if isinstance(b, dict) else b.config() for b in backends]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stale = stale_builds()
+    if stale:
+        raise pytest.UsageError(
+            f"{', '.join(stale)}: the compiled module is older than its source; "
+            "rebuild it with `python3 -m pip install -e .` (or set HAPROXYD_PURE_PYTHON=1)"
+        )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The data plane's behaviour tests run against both of its forms when the installed
+    # one is compiled: the interpreted one is what runs where no compiler was found.
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if (
+        INSTALLED_FORM == "compiled"
+        and module.startswith("test_dataplane_")
+        and "daemon" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("form", ["compiled", "interpreted"], indirect=True)
+
+
 @pytest.fixture
-def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+def form(request: pytest.FixtureRequest) -> str:
+    """The data plane's form the `daemon` fixture's processes run."""
+    return getattr(request, "param", INSTALLED_FORM)
+
+
+@pytest.fixture
+def daemon(
+    request: pytest.FixtureRequest, tmp_path: Path, form: str
+) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
+    env = {"HAPROXYD_PURE_PYTHON": "1"} if form != INSTALLED_FORM else {}
 
     def make(
         backends: list[Any] | None = None,
@@ -122,7 +163,7 @@ def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
             tls=tls,
             extra=extra,
         )
-        d = Daemon(config, workdir, name=f"haproxyd{len(started) + 1}")
+        d = Daemon(config, workdir, name=f"haproxyd{len(started) + 1}", env=env)
         started.append(d)
         attach_daemon(request.node, d)
         if start:

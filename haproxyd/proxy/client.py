@@ -15,6 +15,10 @@ connection):
 4. When the response is complete the backend connection returns to its pool (if it can
    be reused) and the next pipelined request, if any, starts. Responses therefore leave
    in request order.
+
+Compiled (setup.py), the classes here are extension types with the fields `client.pxd`
+declares: an attribute added here must be declared there too (the test suite runs the
+data plane in both forms, so a missing one fails there).
 """
 
 from __future__ import annotations
@@ -206,7 +210,7 @@ class Exchange:
         self.dispatched = True
         client = self.client
         runtime = client.runtime
-        self.start = start = runtime.loop.time()
+        self.start = start = client.clock()
         client.timeout_kind = T_RESPONSE
         client.deadline = start + runtime.response_timeout
         pool = self.pool
@@ -446,7 +450,7 @@ class Exchange:
                 self.fail(status, f"backend answered {status}", "bad_status")
                 return
         self.status = status
-        self.header_time = runtime.loop.time() - self.start
+        self.header_time = client.clock() - self.start
         self.response_started = True
         if (
             len(specials) == 1
@@ -537,7 +541,7 @@ class Exchange:
     ) -> None:
         """The response ended (`conn`'s parser says whether it may be reused)."""
         client = self.client
-        now = self.ended = client.runtime.loop.time()
+        now = self.ended = client.clock()
         self.conn = None
         out = self.out
         if self.chunked_out:
@@ -609,7 +613,7 @@ class Exchange:
 
     # -- endings --
 
-    def _finish_backend(self, *, ok: bool) -> None:
+    def _finish_backend(self, ok: bool) -> None:
         """One attempt on `self.backend` ended; `ok` False on a transport failure."""
         if self.counted:
             self.counted = False
@@ -617,7 +621,7 @@ class Exchange:
             backend = self.backend
             assert pool is not None and backend is not None
             runtime = self.client.runtime
-            pool.pool.on_finish(backend, (self.ended or runtime.loop.time()) - self.start, ok)
+            pool.pool.on_finish(backend, (self.ended or self.client.clock()) - self.start, ok)
             pool.active -= 1
             if self.retrying:
                 self.retrying = False
@@ -655,11 +659,38 @@ class Exchange:
         client.exchange_done(self)
 
 
-class ClientProtocol(asyncio.Protocol):
-    """One client connection: parses requests, queues them, writes responses in order."""
+class ClientProtocol:
+    """One client connection: parses requests, queues them, writes responses in order.
+
+    An asyncio protocol by its methods, not by inheritance: compiled (client.pxd), it
+    is an extension type, which cannot derive from a Python class."""
+
+    __slots__ = (
+        "_eof",
+        "_forwarded",
+        "_head_raw",
+        "_header_bytes",
+        "_paused",
+        "_tunnel",
+        "accepted",
+        "clock",
+        "closed",
+        "current",
+        "deadline",
+        "parser",
+        "peer_ip",
+        "peer_ip_bytes",
+        "proto",
+        "queue",
+        "requests",
+        "runtime",
+        "timeout_kind",
+        "transport",
+    )
 
     def __init__(self, runtime: ProxyRuntime, *, tls: bool) -> None:
         self.runtime = runtime
+        self.clock = runtime.loop.time  # the loop's clock: read several times per request
         self.proto = b"https" if tls else b"http"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
@@ -981,9 +1012,9 @@ class ClientProtocol(asyncio.Protocol):
         """Activity on an exchange in flight or a tunnel: push its inactivity deadline."""
         kind = self.timeout_kind
         if kind == T_RESPONSE:
-            self.deadline = self.runtime.loop.time() + self.runtime.response_timeout
+            self.deadline = self.clock() + self.runtime.response_timeout
         elif kind == T_TUNNEL:
-            self.deadline = self.runtime.loop.time() + self.runtime.idle_timeout
+            self.deadline = self.clock() + self.runtime.idle_timeout
 
     def set_deadline(self, kind: int) -> None:
         runtime = self.runtime
@@ -994,7 +1025,7 @@ class ClientProtocol(asyncio.Protocol):
         else:
             seconds = runtime.idle_timeout
         self.timeout_kind = kind
-        self.deadline = runtime.loop.time() + seconds
+        self.deadline = self.clock() + seconds
 
     def on_timeout(self) -> None:
         """The sweeper found this connection past its deadline."""
@@ -1024,7 +1055,7 @@ class ClientProtocol(asyncio.Protocol):
             queue.popleft()
         ended = exchange.ended
         if not ended:
-            ended = exchange.ended = self.runtime.loop.time()
+            ended = exchange.ended = self.clock()
         self.runtime.log_exchange(exchange)
         if self.closed:
             return

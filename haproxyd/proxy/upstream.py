@@ -5,9 +5,12 @@ connection is reused and the coldest expire first), capped at `keepalive.max_idl
 closed after `keepalive.idle_timeout`. A connection goes back to the pool only when its
 request was sent whole and its response was read to the end with keep-alive allowed.
 
-`UpstreamConnection` is an `asyncio.Protocol` driving an httptools response parser; it
+`UpstreamConnection` is an asyncio protocol driving an httptools response parser; it
 forwards parser events to the `Exchange` (the client request) it currently serves, by
 direct method calls: no task, no queue per request.
+
+Compiled (setup.py), the classes here are extension types with the fields `upstream.pxd`
+declares: an attribute added here must be declared there too.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("haproxyd.upstream")
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One TCP connection to a backend, serving one exchange at a time."""
+class UpstreamConnection:
+    """One TCP connection to a backend, serving one exchange at a time (an asyncio
+    protocol by its methods, as `ClientProtocol` is)."""
 
     __slots__ = (
         "_got_bytes",

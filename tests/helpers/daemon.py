@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from haproxyd._build import dataplane_form
 from haproxyd.config.env import ENV_OVERRIDES
 from helpers.http1 import Conn
 
@@ -39,6 +40,10 @@ def attach_daemon(node: Any, daemon: Daemon) -> None:
     daemons.append(daemon)
 
 
+# "compiled" where the install could build the data plane with Cython (setup.py).
+INSTALLED_FORM = dataplane_form()
+
+
 def free_port() -> int:
     """A port that was free a moment ago (bind 127.0.0.1:0, then release it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -46,8 +51,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def subprocess_env() -> dict[str, str]:
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     for name in ENV_OVERRIDES:  # the test's config file says what the daemon runs
@@ -56,7 +62,7 @@ def subprocess_env() -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, timeout: float = 30.0, cwd: Path | None = None
+    *args: str, timeout: float = 30.0, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python -m haproxyd ARGS` to completion; stdout and stderr captured as text."""
     return subprocess.run(
@@ -64,7 +70,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=subprocess_env(),
+        env=subprocess_env(env),
         cwd=cwd or REPO_ROOT,
     )
 
@@ -126,8 +132,15 @@ def make_config(
 class Daemon:
     """One haproxyd process. Use `start()`, then `conn()` / `port`; `stop()` at the end."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "haproxyd") -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        name: str = "haproxyd",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
+        self.env = env or {}  # added to the test's environment
         self.workdir = workdir
         self.name = name
         self.config_path = workdir / f"{name}.yaml"
@@ -155,7 +168,7 @@ class Daemon:
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
-                env=subprocess_env(),
+                env=subprocess_env(self.env),
                 cwd=self.workdir,
             )
         return self

@@ -9,7 +9,7 @@ import socket
 import tomllib
 
 import pytest
-from helpers.daemon import REPO_ROOT, free_port, make_config, run_cli
+from helpers.daemon import INSTALLED_FORM, REPO_ROOT, free_port, make_config, run_cli
 from helpers.http1 import build_request, connect_refused, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,6 +26,13 @@ def test_version():
     result = run_cli("version")
     assert result.returncode == 0, result.stderr
     assert _project_version() in result.stdout
+    assert f"(data plane: {INSTALLED_FORM})" in result.stdout
+
+
+def test_pure_python_switch_runs_the_data_plane_interpreted():
+    result = run_cli("version", env={"HAPROXYD_PURE_PYTHON": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "(data plane: interpreted)" in result.stdout
 
 
 def test_check_accepts_a_good_config(tmp_path):

@@ -1,0 +1,62 @@
+"""Which form of the data plane runs: compiled (setup.py builds `COMPILED` with Cython
+where it can) or interpreted (the same `.py` files)."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+# The modules setup.py compiles (it imports this tuple).
+COMPILED = ("haproxyd.proxy.client", "haproxyd.proxy.upstream")
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+class _SourceFirst:
+    """A meta-path finder that loads `COMPILED` from their `.py` files: the import
+    system would otherwise take the extension module beside each one."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name not in COMPILED:
+            return None
+        source = _PACKAGE_ROOT.joinpath(*name.split(".")).with_suffix(".py")
+        return importlib.util.spec_from_file_location(name, source)
+
+
+def prefer_source() -> None:
+    if not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFirst())
+
+
+def stale_builds() -> list[str]:
+    """The compiled modules older than their `.py` or `.pxd` (an editable install whose
+    sources were edited after `pip install -e .`: the old build is what would run)."""
+    stale = []
+    for name in COMPILED:
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        if origin is None or not origin.name.endswith(_EXTENSIONS):
+            continue
+        base = _PACKAGE_ROOT.joinpath(*name.split("."))
+        built = origin.stat().st_mtime
+        sources = (base.with_suffix(".py"), base.with_suffix(".pxd"))
+        if any(p.exists() and p.stat().st_mtime > built for p in sources):
+            stale.append(name)
+    return stale
+
+
+def dataplane_form() -> str:
+    """What this process runs: "compiled" or "interpreted"."""
+    import haproxyd.proxy.client
+    import haproxyd.proxy.upstream
+
+    modules = (haproxyd.proxy.client, haproxyd.proxy.upstream)
+    if all((m.__file__ or "").endswith(_EXTENSIONS) for m in modules):
+        return "compiled"
+    return "interpreted"

@@ -1,0 +1,89 @@
+# Cython declarations for client.py (compiled when Cython is present; see setup.py).
+from haproxyd.proxy.upstream cimport UpstreamConnection, UpstreamPool
+
+cdef class Exchange:
+    cdef public int attempts
+    cdef public object backend
+    cdef public list body_buffer
+    cdef public long long body_bytes
+    cdef public long long bytes_out
+    cdef public bint chunked_in
+    cdef public bint chunked_out
+    cdef public ClientProtocol client
+    cdef public object client_ip
+    cdef public bint close_after
+    cdef public UpstreamConnection conn
+    cdef public double connect_time
+    cdef public bint continue_sent
+    cdef public bint counted
+    cdef public bint dispatched
+    cdef public double ended
+    cdef public bint expect_continue
+    cdef public bytes head
+    cdef public double header_time
+    cdef public bint http10
+    cdef public bint is_head
+    cdef public bint keep_alive
+    cdef public Py_ssize_t kept_end
+    cdef public bytes method
+    cdef public list out
+    cdef public list parts
+    cdef public object pool
+    cdef public bint queued
+    cdef public bint read_to_close
+    cdef public bint ready
+    cdef public list replay
+    cdef public long long replay_bytes
+    cdef public bint request_complete
+    cdef public bytes request_id
+    cdef public bint response_started
+    cdef public bint retrying
+    cdef public bint reused
+    cdef public list specials
+    cdef public double start
+    cdef public int status
+    cdef public object termination
+    cdef public list trailers
+    cdef public list tunnel_buffer
+    cdef public bint upgrade
+    cdef public UpstreamPool upstream
+    cdef public bint upstream_paused
+    cdef public bytes url
+
+    cpdef dispatch(self)
+    cpdef _use(self, backend)
+    cpdef _attach(self, UpstreamConnection conn)
+    cpdef on_request_body(self, bytes body)
+    cpdef on_request_complete(self)
+    cpdef on_response_head(self, int status, bytes reason, list parts, list specials)
+    cpdef flush(self)
+    cpdef complete(self, UpstreamConnection conn, bint keep_alive, list trailers)
+    cpdef _finish_backend(self, bint ok)
+
+cdef class ClientProtocol:
+    cdef public object runtime
+    cdef public object clock
+    cdef public bytes proto
+    cdef public object transport
+    cdef public object parser
+    cdef public object peer_ip
+    cdef public bytes peer_ip_bytes
+    cdef public bytes _forwarded
+    cdef public bint closed
+    cdef public object queue
+    cdef public Exchange current
+    cdef public double deadline
+    cdef public int timeout_kind
+    cdef public int _paused
+    cdef public Py_ssize_t _header_bytes
+    cdef public Py_ssize_t _head_raw
+    cdef public object _tunnel
+    cdef public bint _eof
+    cdef public long long requests
+    cdef public double accepted
+
+    cpdef pause_reading_for(self, int reason)
+    cpdef resume_reading_for(self, int reason)
+    cpdef touch(self)
+    cpdef set_deadline(self, int kind)
+    cpdef exchange_done(self, Exchange exchange)

@@ -1,0 +1,34 @@
+# Cython declarations for upstream.py (compiled when Cython is present; see setup.py).
+from haproxyd.proxy.client cimport Exchange
+
+cdef class UpstreamConnection:
+    cdef public UpstreamPool pool
+    cdef public object transport
+    cdef public object parser
+    cdef public Exchange exchange
+    cdef public double idle_since
+    cdef public long long requests
+    cdef public bint closed
+    cdef public object tunnel
+    cdef public list _parts
+    cdef public list _specials
+    cdef public list _trailers
+    cdef public bytes _reason
+    cdef public bint _got_bytes
+
+    cpdef _next_message(self)
+    cpdef send(self, Exchange exchange, bytes head)
+    cpdef bint keep_alive(self)
+    cpdef close(self)
+
+cdef class UpstreamPool:
+    cdef public object backend
+    cdef public long long max_idle
+    cdef public double idle_timeout
+    cdef public long long max_requests
+    cdef public object resolver
+    cdef public object idle
+    cdef public long long open
+    cdef public long long _next_address
+
+    cpdef release(self, UpstreamConnection conn, double now)

@@ -1,0 +1,43 @@
+"""Builds the data plane's compiled form (everything else is in pyproject.toml).
+
+`haproxyd/proxy/client.py` and `upstream.py` are plain Python, run as they are when
+they are not compiled. With Cython (a build requirement, so pip brings it) they are
+also compiled to C extensions, typed by their `.pxd` files: the per-request path then
+reads and writes its state as C struct fields and calls its own methods as C calls,
+about 30 % fewer instructions per proxied request (bench/dataplane_cost.py). The
+extensions are optional: without Cython or a C compiler the same modules run
+interpreted (as they do, installed compiled, under HAPROXYD_PURE_PYTHON=1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import Extension, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from haproxyd._build import COMPILED  # the one list of the compiled modules
+
+
+def extensions() -> list[Extension]:
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    modules = [
+        Extension(name, [name.replace(".", "/") + ".py"], optional=True) for name in COMPILED
+    ]
+    return cythonize(
+        modules,
+        quiet=True,
+        compiler_directives={
+            "language_level": 3,
+            # Types come from the .pxd files only: the modules' annotations are for
+            # readers and mypy, and Cython would otherwise enforce some at run time.
+            "annotation_typing": False,
+        },
+    )
+
+
+setup(ext_modules=extensions())
