@@ -13,14 +13,18 @@
 # See docs/operations.md. Linted by tests/deploy/test_dockerfile.py (hadolint).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The build compiles the data plane (setup.py: Cython, then a C compiler), which the
+# slim image lacks; the full image of the same Python and Debian release has one, and
+# the virtualenv it builds runs unchanged on the slim runtime.
+ARG BUILD_IMAGE=python:3.11-bookworm
 
 # -- build: install haproxyd and its dependencies into a virtualenv ----------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY haproxyd ./haproxyd
 RUN python -m venv /opt/haproxyd \
     && /opt/haproxyd/bin/pip install --no-cache-dir . \

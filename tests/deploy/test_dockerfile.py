@@ -124,7 +124,13 @@ def test_multi_stage_on_slim_python_311() -> None:
     args = dict(a.split("=", 1) for kind, a in STEPS if kind == "ARG" and "=" in a)
     base = args.get("PYTHON_IMAGE", "")
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base), base
-    assert all(a.split()[0] == "${PYTHON_IMAGE}" for kind, a in STEPS if kind == "FROM")
+    # The build stage (it compiles the data plane) may use the full image, but of the
+    # same Python and Debian release, so that the virtualenv runs on the runtime's.
+    build = args.get("BUILD_IMAGE", base)
+    assert build in (base, base.replace("-slim", "")), (build, base)
+    froms = [a.split()[0] for kind, a in STEPS if kind == "FROM"]
+    assert froms[-1] == "${PYTHON_IMAGE}", froms
+    assert all(f in ("${PYTHON_IMAGE}", "${BUILD_IMAGE}") for f in froms), froms
     final = stages()[-1]
     copies_from_build = [a for kind, a in final if kind == "COPY" and a.startswith("--from=")]
     assert copies_from_build, "the runtime stage should copy the built virtualenv"
@@ -232,9 +238,13 @@ def test_dockerignore_keeps_the_rest_out() -> None:
         "tests/conftest.py",
         "bench/results/run.json",
         "haproxyd/__pycache__/cli.cpython-311.pyc",
+        "haproxyd/proxy/client.cpython-311-x86_64-linux-gnu.so",  # built in place by -e
+        "haproxyd/proxy/client.c",
         "examples/cluster-node1.yaml",
         ".venv/bin/python",
     ):
         assert ignored(path, rules), f"{path} would be sent to the Docker daemon"
     assert not ignored("haproxyd/cli.py", rules)
+    assert not ignored("haproxyd/proxy/client.pxd", rules)  # the compiled form's types
+    assert not ignored("setup.py", rules)
     assert not ignored("README.md", rules)  # pyproject's readme: the build needs it
