@@ -84,7 +84,7 @@ def by_object(path: Path, top: int) -> tuple[dict[str, int], list[tuple[int, str
     """Self cost per shared object and the `top` costliest functions, from
     callgrind_annotate's listing."""
     out = subprocess.run(
-        ["callgrind_annotate", "--threshold=100", str(path)],
+        ["callgrind_annotate", "--threshold=100", "--auto=no", str(path)],
         capture_output=True,
         text=True,
         timeout=300,
