@@ -247,6 +247,13 @@ async def test_pg_password_required_but_not_configured(tcp_server):
 # -- scripted MySQL 8 server: caching_sha2_password, auth switch ------------------------
 
 
+def mysql_scramble() -> bytes:
+    """20 random bytes as a MySQL server makes them: never NUL (the scramble travels
+    NUL-terminated, and a client strips the terminator), so a random 0x00 here would
+    be a server no real one is."""
+    return bytes(b % 127 + 1 for b in os.urandom(20))
+
+
 def my_packet(seq: int, payload: bytes) -> bytes:
     return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
 
@@ -265,7 +272,7 @@ def mysql8_server(password: str, mode: str):
     native_stage2 = hashlib.sha1(hashlib.sha1(password.encode()).digest()).digest()
 
     async def handler(reader, writer):
-        scramble = os.urandom(20)
+        scramble = mysql_scramble()
         caps = 0xFFFFF7FF & ~(1 << 24)  # everything but CLIENT_DEPRECATE_EOF
         greeting = (
             b"\x0a8.0.36\0"
@@ -286,7 +293,7 @@ def mysql8_server(password: str, mode: str):
         pos = user_end + 1
         auth = response[pos + 1 : pos + 1 + response[pos]]
         if mode == "switch":
-            new_scramble = os.urandom(20)
+            new_scramble = mysql_scramble()
             writer.write(my_packet(seq + 1, b"\xfemysql_native_password\0" + new_scramble + b"\0"))
             seq, auth = await my_read(reader)
             candidate = bytes(
