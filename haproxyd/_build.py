@@ -34,29 +34,28 @@ def prefer_source() -> None:
         sys.meta_path.insert(0, _SourceFirst())
 
 
+def _extension(name: str) -> Path | None:
+    """The extension module an import of `name` loads (or has loaded), if it is one."""
+    spec = importlib.util.find_spec(name)
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(_EXTENSIONS) else None
+
+
 def stale_builds() -> list[str]:
     """The compiled modules older than their `.py` or `.pxd` (an editable install whose
     sources were edited after `pip install -e .`: the old build is what would run)."""
     stale = []
     for name in COMPILED:
-        spec = importlib.util.find_spec(name)
-        origin = Path(spec.origin) if spec is not None and spec.origin else None
-        if origin is None or not origin.name.endswith(_EXTENSIONS):
+        built = _extension(name)
+        if built is None:
             continue
         base = _PACKAGE_ROOT.joinpath(*name.split("."))
-        built = origin.stat().st_mtime
         sources = (base.with_suffix(".py"), base.with_suffix(".pxd"))
-        if any(p.exists() and p.stat().st_mtime > built for p in sources):
+        if any(p.exists() and p.stat().st_mtime > built.stat().st_mtime for p in sources):
             stale.append(name)
     return stale
 
 
 def dataplane_form() -> str:
     """What this process runs: "compiled" or "interpreted"."""
-    import haproxyd.proxy.client
-    import haproxyd.proxy.upstream
-
-    modules = (haproxyd.proxy.client, haproxyd.proxy.upstream)
-    if all((m.__file__ or "").endswith(_EXTENSIONS) for m in modules):
-        return "compiled"
-    return "interpreted"
+    return "compiled" if all(_extension(name) for name in COMPILED) else "interpreted"

@@ -138,7 +138,7 @@ def daemon(
     request: pytest.FixtureRequest, tmp_path: Path, form: str
 ) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
-    env = {"HAPROXYD_PURE_PYTHON": "1"} if form != INSTALLED_FORM else {}
+    env = {"HAPROXYD_PURE_PYTHON": "1"} if form == "interpreted" else {}
 
     def make(
         backends: list[Any] | None = None,

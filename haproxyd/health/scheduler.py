@@ -426,11 +426,8 @@ class HealthScheduler:
         """Stop every probe, wait for them to end, release client sessions. Backend
         states stay as they are."""
         self._running = False
-        tasks = [s.task for s in self._all_sessions() if s.task is not None]
-        if self._passive_task is not None:
-            tasks.append(self._passive_task)
-            self._passive_task = None
-        await cancel_and_wait(*tasks)
+        passive, self._passive_task = self._passive_task, None
+        await cancel_and_wait(*(s.task for s in self._all_sessions()), passive)
         for session in self._all_sessions():
             session.task = None
         while self._background:

@@ -274,8 +274,9 @@ class Exchange:
         self.client.runtime.loop.create_task(self._connect(upstream))
 
     async def _connect(self, upstream: UpstreamPool) -> None:
-        runtime = self.client.runtime
-        begin = runtime.loop.time()
+        client = self.client
+        runtime = client.runtime
+        begin = client.clock()
         try:
             async with asyncio.timeout(runtime.connect_timeout):
                 conn = await upstream.connect()
@@ -287,11 +288,11 @@ class Exchange:
                 502, f"backend connect failed: {exc.strerror or exc}", "connect_error"
             )
             return
-        if self.client.closed or not self.counted:
+        if client.closed or not self.counted:
             # The exchange ended (client gone, timeout) while we were connecting.
-            upstream.release(conn, runtime.loop.time())
+            upstream.release(conn, client.clock())
             return
-        self.connect_time = runtime.loop.time() - begin
+        self.connect_time = client.clock() - begin
         self._attach(conn)
 
     def _connect_failed(self, status: int, reason: str, termination: str) -> None:
@@ -732,7 +733,7 @@ class ClientProtocol:
             self.closed = True
             return
         runtime.connections.add(self)
-        self.accepted = now = runtime.loop.time()
+        self.accepted = now = self.clock()
         self.deadline = now + runtime.header_timeout
         self.timeout_kind = T_HEADER
 

@@ -71,15 +71,8 @@ class UpstreamConnection:
         self.requests = 0  # requests sent on this connection
         self.closed = False
         self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
-        # The response head being parsed, as the client will get it: [status line, then
-        # name, ": ", value, CRLF per forwarded header]; None once the head is complete
-        # (header callbacks are then trailers). `_specials`: (kind, value) of the
-        # headers the proxy acts on (framing, Connection, Upgrade).
-        self._parts: list[bytes] | None = [b""]
-        self._specials: list[tuple[int, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] | None = None
-        self._reason = b""
         self._got_bytes = False  # any byte of the current response received
+        self._next_message()
 
     # -- asyncio.Protocol --
 
@@ -204,9 +197,14 @@ class UpstreamConnection:
         exchange.complete(self, self.parser.should_keep_alive(), trailers)
 
     def _next_message(self) -> None:
-        self._parts = [b""]
-        self._specials = []
-        self._trailers = None
+        """Set up the state of the next response."""
+        # The response head being parsed, as the client will get it: [status line, then
+        # name, ": ", value, CRLF per forwarded header]; None once the head is complete
+        # (header callbacks are then trailers). `_specials`: (kind, value) of the
+        # headers the proxy acts on (framing, Connection, Upgrade).
+        self._parts: list[bytes] | None = [b""]
+        self._specials: list[tuple[int, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] | None = None
         self._reason = b""
 
     # -- used by the exchange --
