@@ -274,6 +274,9 @@ async def test_redis_outage_under_load_costs_nothing_and_the_cluster_reconverges
     nodes = make_nodes(daemon, redis_port, pools=active_passive(b1, b2))
     _, term = await asyncio.to_thread(wait_leader, nodes)
     for node in nodes:
+        # Start-up over on every node first: a node whose own first checks have not
+        # passed yet answers 503 by design (init_state), which is not the outage's cost.
+        await asyncio.to_thread(wait_up, node, "b1", "b2")
         await asyncio.to_thread(wait_decision, node, ["b1"])
     loads = [LoadLoop(n.port, clients=2, path="/echo", duration=60).start() for n in nodes]
     try:
