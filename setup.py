@@ -1,10 +1,12 @@
 """Builds the data plane's compiled form (everything else is in pyproject.toml).
 
-`haproxyd/proxy/client.py` and `upstream.py` are plain Python, run as they are when
-they are not compiled. With Cython (a build requirement, so pip brings it) they are
-also compiled to C extensions, typed by their `.pxd` files: the per-request path then
-reads and writes its state as C struct fields and calls its own methods as C calls,
-about 30 % fewer instructions per proxied request (bench/dataplane_cost.py). The
+The modules `haproxyd._build.COMPILED` names are plain Python (`haproxyd/proxy/client.py`,
+`upstream.py`, `admin/metrics.py`), run as they are when they are not compiled, and one
+that exists only compiled (`proxy/canonical_head.pyx`, without which llhttp reads every
+head). With Cython (a build requirement, so pip brings it) they are compiled to C
+extensions, typed by their `.pxd` files: the per-request path then reads and writes its
+state as C struct fields and calls its own methods as C calls, and canonical heads skip
+llhttp: about 53 % fewer instructions per proxied request (bench/dataplane_cost.py). The
 extensions are optional: without Cython or a C compiler the same modules run
 interpreted (as they do, installed compiled, under HAPROXYD_PURE_PYTHON=1).
 """
@@ -17,7 +19,7 @@ import sys
 from setuptools import Extension, setup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from haproxyd._build import COMPILED  # the one list of the compiled modules
+from haproxyd._build import COMPILED, source  # the one list of the compiled modules
 
 
 def extensions() -> list[Extension]:
@@ -25,8 +27,10 @@ def extensions() -> list[Extension]:
         from Cython.Build import cythonize
     except ImportError:
         return []
+    root = os.path.dirname(os.path.abspath(__file__))
     modules = [
-        Extension(name, [name.replace(".", "/") + ".py"], optional=True) for name in COMPILED
+        Extension(name, [os.path.relpath(source(name), root)], optional=True)
+        for name in COMPILED
     ]
     return cythonize(
         modules,

@@ -112,6 +112,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--top", type=int, default=0, help="list the K costliest functions")
+    parser.add_argument(
+        "--keep-dump", metavar="FILE", help="copy the callgrind dump to FILE (callgrind_annotate)"
+    )
     args = parser.parse_args()
     requests = max(100, min(args.requests, 100_000))
     connections = max(1, min(args.connections, 64))
@@ -175,6 +178,8 @@ def main() -> int:
             print(f"no callgrind dump in {tmp}: {sorted(p.name for p in tmp.iterdir())}")
             return 1
         total = totals(dump)
+        if args.keep_dump:
+            shutil.copyfile(dump, args.keep_dump)
         print(
             f"{ok}/{requests} requests answered 200 over {connections} connections "
             f"({seconds:.0f} s under valgrind)"

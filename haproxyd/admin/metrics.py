@@ -14,6 +14,10 @@ process's state; `merge(snapshots)` sums them (same buckets everywhere); the col
 and the stats endpoint read only merged snapshots, so a master that gathers its workers'
 snapshots (a pipe, or a per-worker file written each second) passes them in through
 `snapshots=` and nothing else changes.
+
+Compiled (setup.py), `Series` and `RequestStats` are extension types with the fields
+`metrics.pxd` declares (an attribute added here must be declared there too), and
+`observe` takes only a real `Exchange`.
 """
 
 from __future__ import annotations

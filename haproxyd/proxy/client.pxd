@@ -1,6 +1,13 @@
 # Cython declarations for client.py (compiled when Cython is present; see setup.py).
 from haproxyd.proxy.upstream cimport UpstreamConnection, UpstreamPool
 
+cdef class RequestIds:
+    cdef readonly bytes prefix
+    cdef long long _counter
+    cdef bytes _high
+
+    cpdef bytes next(self)
+
 cdef class Exchange:
     cdef public int attempts
     cdef public object backend
@@ -55,13 +62,14 @@ cdef class Exchange:
     cpdef _attach(self, UpstreamConnection conn)
     cpdef on_request_body(self, bytes body)
     cpdef on_request_complete(self)
-    cpdef on_response_head(self, int status, bytes reason, list parts, list specials)
+    cpdef on_response_head(self, int status, list parts, list specials)
     cpdef flush(self)
     cpdef complete(self, UpstreamConnection conn, bint keep_alive, list trailers)
     cpdef _finish_backend(self, bint ok)
 
 cdef class ClientProtocol:
     cdef public object runtime
+    cdef public RequestIds request_ids
     cdef public object clock
     cdef public bytes proto
     cdef public object transport
@@ -79,6 +87,7 @@ cdef class ClientProtocol:
     cdef public Py_ssize_t _head_raw
     cdef public object _tunnel
     cdef public bint _eof
+    cdef public bint _parsing
     cdef public long long requests
     cdef public double accepted
 
@@ -87,3 +96,7 @@ cdef class ClientProtocol:
     cpdef touch(self)
     cpdef set_deadline(self, int kind)
     cpdef exchange_done(self, Exchange exchange)
+    cpdef bytes _scan_requests(self, bytes data)
+    cpdef _request_basics(self, Exchange exchange, bytes method, bint keep_alive)
+    cpdef _plain_request(self, Exchange exchange, bytes method, bint keep_alive, bytes host)
+    cpdef _queue_ready(self, Exchange exchange)

@@ -33,6 +33,7 @@ import httptools
 
 from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.errors import error_response
+from haproxyd.proxy.flow import PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, PAUSE_WAITING
 from haproxyd.proxy.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -50,21 +51,20 @@ from haproxyd.proxy.headers import (
     connection_named,
     drop_named,
     forwarded_block,
+    header_in_block,
     request_kind,
     request_kind_cached,
-    status_line,
 )
-from haproxyd.proxy.upstream import (
-    PAUSE_PIPELINE,
-    PAUSE_UPSTREAM_FULL,
-    PAUSE_WAITING,
-    UpstreamConnection,
-    UpstreamPool,
-)
+
+try:
+    from haproxyd.proxy.canonical_head import scan_request_head
+except ImportError:  # not compiled: llhttp reads every request
+    scan_request_head = None
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
     from haproxyd.proxy.runtime import PoolRuntime, ProxyRuntime
+    from haproxyd.proxy.upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("haproxyd.proxy")
 
@@ -80,6 +80,27 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNK_END = b"0\r\n\r\n"
 _CRLF = b"\r\n"
+_HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see RequestIds.next
+
+
+class RequestIds:
+    """The X-Request-ID values of one process: `prefix`, then a counter in hex."""
+
+    __slots__ = ("_counter", "_high", "prefix")
+
+    def __init__(self, prefix: bytes, counter: int = 0) -> None:
+        self.prefix = prefix
+        self._counter = counter  # the last value given out
+        self._high = b""
+
+    def next(self) -> bytes:
+        n = self._counter = self._counter + 1
+        low = n & 0xFFF
+        if low == 0 or not self._high:
+            self._high = b"%s-%05x" % (self.prefix, n >> 12)
+        # = b"%s-%08x" % (prefix, n): the last three hex digits come from a table, the
+        # rest is formatted once per 4,096 requests (formatting costs more than a concat).
+        return self._high + _HEX3[low]
 
 
 class Exchange:
@@ -198,6 +219,9 @@ class Exchange:
             if hname.lower() == name:
                 return value
         parts = self.parts
+        if self.kept_end == 0:
+            # A scanned request: parts[1] is its forwarded header lines, joined.
+            return header_in_block(parts[1], name)
         for i in range(1, self.kept_end, 4):
             if parts[i].lower() == name:
                 return parts[i + 2]
@@ -427,11 +451,11 @@ class Exchange:
     # -- response side (called by UpstreamConnection) --
 
     def on_response_head(
-        self, status: int, reason: bytes, parts: list[bytes], specials: list[tuple[int, bytes]]
+        self, status: int, parts: list[bytes], specials: list[tuple[int, bytes]]
     ) -> None:
-        """The backend's response head: `parts` are its forwarded headers from index 1
-        (index 0 is for the status line), `specials` the (kind, value) of its framing,
-        Connection and Upgrade headers (see headers.py)."""
+        """The backend's response head: `parts` are the status line for the client and
+        the forwarded headers (from index 1), `specials` the (kind, value) of its
+        framing, Connection and Upgrade headers (see headers.py)."""
         client = self.client
         runtime = client.runtime
         if status in _RETRY_STATUSES and self.replay is not None and self.conn is not None:
@@ -462,7 +486,6 @@ class Exchange:
         ):
             # The common response: framed by Content-Length alone, to a keep-alive
             # HTTP/1.1 client (what the general path below would build, in fewer steps).
-            parts[0] = status_line(status, reason)
             parts += (
                 b"Content-Length: ",
                 specials[0][1],
@@ -492,7 +515,6 @@ class Exchange:
             named = connection_named(connection)
             if named:
                 drop_named(parts, 1, named)
-        parts[0] = status_line(status, reason)
         if status == 101 and self.upgrade:
             if upgrade_value is not None:
                 parts += (b"Upgrade: ", upgrade_value, CRLF)
@@ -671,6 +693,7 @@ class ClientProtocol:
         "_forwarded",
         "_head_raw",
         "_header_bytes",
+        "_parsing",
         "_paused",
         "_tunnel",
         "accepted",
@@ -683,6 +706,7 @@ class ClientProtocol:
         "peer_ip_bytes",
         "proto",
         "queue",
+        "request_ids",
         "requests",
         "runtime",
         "timeout_kind",
@@ -692,6 +716,7 @@ class ClientProtocol:
     def __init__(self, runtime: ProxyRuntime, *, tls: bool) -> None:
         self.runtime = runtime
         self.clock = runtime.loop.time  # the loop's clock: read several times per request
+        self.request_ids: RequestIds = runtime.request_ids
         self.proto = b"https" if tls else b"http"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
@@ -708,6 +733,7 @@ class ClientProtocol:
         self._head_raw = 0  # bytes received while a request's head was incomplete
         self._tunnel: asyncio.Transport | None = None
         self._eof = False  # the client half-closed
+        self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
         self.accepted = 0.0  # loop time of the accept
 
@@ -751,8 +777,11 @@ class ClientProtocol:
             self.pause_reading_for(PAUSE_WAITING)
             return
         partial_head = current is not None and not current.ready
+        if scan_request_head is not None and current is None and not self._parsing:
+            data = self._scan_requests(data)
         try:
-            self.parser.feed_data(data)
+            if data:
+                self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade_request(data, exc)
         except httptools.HttpParserError as exc:
@@ -780,6 +809,30 @@ class ClientProtocol:
                     return
             if self.timeout_kind == T_IDLE:
                 self.set_deadline(T_HEADER)
+
+    def _scan_requests(self, data: bytes) -> bytes:
+        """Take the canonical requests at the start of `data` (see canonical_head) as
+        llhttp would; returns the rest, for llhttp."""
+        limit = self.runtime.max_header_bytes
+        start = 0
+        size = len(data)
+        while start < size:
+            head = scan_request_head(data, start, limit)
+            if head is None:
+                break
+            end, method, url, host, kept = head
+            self.requests += 1
+            exchange = Exchange(self)
+            exchange.url = url
+            exchange.specials = [(HOST, b"host", host)]
+            exchange.parts = [b"", kept]
+            self._plain_request(exchange, method, True, host)
+            exchange.request_complete = True
+            self._queue_ready(exchange)
+            start = end
+        if start == 0:
+            return data
+        return data[start:]
 
     def _on_upgrade_request(self, data: bytes, exc: httptools.HttpParserUpgrade) -> None:
         current = self.queue[-1] if self.queue else None
@@ -859,8 +912,12 @@ class ClientProtocol:
 
     # -- httptools request callbacks --
 
-    # (No `on_message_begin`: a callback fewer per request. A request's first event is
+    # (`on_message_begin` only marks llhttp as inside a request, which keeps the
+    # scanner out until the request completes: a request's first event with content is
     # its URL, so `on_url` begins the exchange.)
+
+    def on_message_begin(self) -> None:
+        self._parsing = True
 
     def on_url(self, url: bytes) -> None:
         exchange = self.current
@@ -902,16 +959,9 @@ class ClientProtocol:
     def on_headers_complete(self) -> None:
         exchange = self.current
         assert exchange is not None
-        runtime = self.runtime
         parser = self.parser
-        exchange.method = method = parser.get_method()
-        exchange.is_head = method == b"HEAD"
+        method = parser.get_method()
         keep_alive = parser.should_keep_alive()
-        exchange.keep_alive = keep_alive and not runtime.draining
-        if method in _IDEMPOTENT:
-            exchange.replay = []
-        parts = exchange.parts
-        url = exchange.url
         specials = exchange.specials
         if keep_alive and len(specials) == 1 and specials[0][0] == HOST and method != b"CONNECT":
             # The common request: Host is its only header the proxy acts on (no body
@@ -919,14 +969,11 @@ class ClientProtocol:
             # It is HTTP/1.1 without asking (`get_http_version` formats a str): with
             # no Connection header only 1.1 keeps alive, and llhttp accepts no other
             # 1.x version.
-            exchange.kept_end = len(parts)
-            host = specials[0][2]
-            exchange.request_id = request_id = runtime.next_request_id()
-            exchange.pool = runtime.route(host, url)
-            parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
-            parts += (b"X-Forwarded-Host: ", host, CRLF, self._forwarded, request_id, b"\r\n\r\n")
-            exchange.head = b"".join(parts)
+            exchange.kept_end = len(exchange.parts)
+            self._plain_request(exchange, method, keep_alive, specials[0][2])
         else:
+            self._request_basics(exchange, method, keep_alive)
+            url = exchange.url
             version = parser.get_http_version()
             if version != "1.1":
                 if version == "1.0":
@@ -936,6 +983,33 @@ class ClientProtocol:
                 else:
                     raise BadRequest(505, "HTTP version not supported")
             self._head_with_specials(exchange, method, url)
+        self._queue_ready(exchange)
+
+    def _request_basics(self, exchange: Exchange, method: bytes, keep_alive: bool) -> None:
+        exchange.method = method
+        exchange.is_head = method == b"HEAD"
+        exchange.keep_alive = keep_alive and not self.runtime.draining
+        if method in _IDEMPOTENT:
+            exchange.replay = []
+
+    def _plain_request(
+        self, exchange: Exchange, method: bytes, keep_alive: bool, host: bytes
+    ) -> None:
+        """The backend's head for the common request (Host its only special header),
+        whose forwarded header lines are in `exchange.parts` from index 1."""
+        self._request_basics(exchange, method, keep_alive)
+        runtime = self.runtime
+        url = exchange.url
+        exchange.request_id = request_id = self.request_ids.next()
+        pool = runtime.only_pool
+        exchange.pool = pool if pool is not None else runtime.route(host, url)
+        parts = exchange.parts
+        parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
+        parts += (b"X-Forwarded-Host: ", host, CRLF, self._forwarded, request_id, b"\r\n\r\n")
+        exchange.head = b"".join(parts)
+
+    def _queue_ready(self, exchange: Exchange) -> None:
+        """The request's head is parsed and checked: it waits for its turn."""
         exchange.ready = True
         self.queue.append(exchange)
         if len(self.queue) > 1:
@@ -967,7 +1041,7 @@ class ClientProtocol:
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
             framing = b""  # no body (llhttp reads none without a length or chunked)
-        exchange.request_id = request_id = meta.xrid or runtime.next_request_id()
+        exchange.request_id = request_id = meta.xrid or self.request_ids.next()
         exchange.pool = pool = runtime.route(meta.host, url)
         exchange.head = build_request_head(
             b" ".join((method, url, b"HTTP/1.1\r\n")),
@@ -994,6 +1068,7 @@ class ClientProtocol:
         exchange = self.current
         assert exchange is not None
         self.current = None
+        self._parsing = False
         exchange.on_request_complete()
 
     # -- flow control and timers --

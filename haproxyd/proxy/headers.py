@@ -136,6 +136,16 @@ def status_line(status: int, reason: bytes) -> bytes:
     return line
 
 
+def header_in_block(block: bytes, name: bytes) -> bytes | None:
+    """The value of the first header `name` (lower case) in `block`, header lines
+    `Name: value` CRLF as the scanner (canonical_head) keeps them."""
+    for line in block.split(CRLF):
+        field, _, value = line.partition(SEP)
+        if field.lower() == name:
+            return value
+    return None
+
+
 def drop_named(parts: list[bytes], start: int, names: set[bytes]) -> None:
     """Remove from `parts` (name, ": ", value, CRLF groups from index `start`) every
     header whose lower-case name is in `names`. Only when `Connection` lists extension

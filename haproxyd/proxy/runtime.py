@@ -24,6 +24,7 @@ from haproxyd.balancer.base import Balancer
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.regions import RegionBalancer
 from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSet, Pool
+from haproxyd.proxy.client import RequestIds
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.upstream import UpstreamPool
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haproxyd.runtime")
 
-_HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see ProxyRuntime.next_request_id
 QUEUE_LIMIT = 10_000  # requests waiting for a backend slot, per pool
 # On shutdown, how long a connection accepted just before it has to send its request.
 FRESH_GRACE = 1.0
@@ -139,10 +139,11 @@ class ProxyRuntime:
         self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
         self._routes: list[tuple[str | None, bytes, PoolRuntime]] = []
         self._default_pool: PoolRuntime | None = None
+        # `route`'s answer for every request when the config has no routes (the data
+        # plane reads it before it calls `route`); None when there are routes.
+        self.only_pool: PoolRuntime | None = None
         # Unique per process and start: random prefix, then the pid, then a counter.
-        self._request_prefix = b"%s-%x" % (os.urandom(4).hex().encode(), os.getpid())
-        self._request_counter = 0
-        self._request_high = b""  # see next_request_id
+        self.request_ids = RequestIds(b"%s-%x" % (os.urandom(4).hex().encode(), os.getpid()))
         self._access_log: IO[str] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._exchange_listeners: list[Callable[[Exchange], None]] = []
@@ -178,6 +179,7 @@ class ProxyRuntime:
         self.pools = pools
         self._routes = routes
         self._default_pool = next(iter(pools.values()), None)
+        self.only_pool = None if routes else self._default_pool
         self._open_access_log(cfg)
         self._configure_resolver(cfg)
 
@@ -382,13 +384,7 @@ class ProxyRuntime:
         return None
 
     def next_request_id(self) -> bytes:
-        n = self._request_counter = self._request_counter + 1
-        low = n & 0xFFF
-        if low == 0 or not self._request_high:
-            self._request_high = b"%s-%05x" % (self._request_prefix, n >> 12)
-        # = b"%s-%08x" % (prefix, n): the last three hex digits come from a table, the
-        # rest is formatted once per 4,096 requests (formatting costs more than a concat).
-        return self._request_high + _HEX3[low]
+        return self.request_ids.next()
 
     def count_rejected(self, status: int) -> None:
         self.rejected[status] = self.rejected.get(status, 0) + 1

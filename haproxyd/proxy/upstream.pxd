@@ -15,7 +15,12 @@ cdef class UpstreamConnection:
     cdef public list _trailers
     cdef public bytes _reason
     cdef public bint _got_bytes
+    cdef public long long _body_left
+    cdef public bint _keep_alive_after
+    cdef public bint _in_message
 
+    cpdef _scanned_response(self, Exchange exchange, bytes data, tuple head)
+    cpdef _scanned_body(self, Exchange exchange, bytes data, long long left)
     cpdef _next_message(self)
     cpdef send(self, Exchange exchange, bytes head)
     cpdef bint keep_alive(self)

@@ -7,7 +7,10 @@ request was sent whole and its response was read to the end with keep-alive allo
 
 `UpstreamConnection` is an asyncio protocol driving an httptools response parser; it
 forwards parser events to the `Exchange` (the client request) it currently serves, by
-direct method calls: no task, no queue per request.
+direct method calls: no task, no queue per request. Where the compiled scanner
+`canonical_head` is built, a response whose head it accepts (the common, canonical
+kind, framed by Content-Length) bypasses llhttp: its head is forwarded from the
+scanner's result and its body counted through, with the same calls to the exchange.
 
 Compiled (setup.py), the classes here are extension types with the fields `upstream.pxd`
 declares: an attribute added here must be declared there too.
@@ -24,8 +27,10 @@ from typing import TYPE_CHECKING
 import httptools
 
 from haproxyd.balancer.state import Backend
+from haproxyd.proxy.flow import PAUSE_UPSTREAM_FULL
 from haproxyd.proxy.headers import (
     CONNECTION,
+    CONTENT_LENGTH,
     CRLF,
     DROP,
     KEEP,
@@ -33,7 +38,13 @@ from haproxyd.proxy.headers import (
     SEP,
     response_kind,
     response_kind_cached,
+    status_line,
 )
+
+try:
+    from haproxyd.proxy.canonical_head import scan_response_head
+except ImportError:  # not compiled: llhttp reads every response
+    scan_response_head = None
 
 if TYPE_CHECKING:
     from haproxyd.proxy.client import Exchange
@@ -47,7 +58,10 @@ class UpstreamConnection:
     protocol by its methods, as `ClientProtocol` is)."""
 
     __slots__ = (
+        "_body_left",
         "_got_bytes",
+        "_in_message",
+        "_keep_alive_after",
         "_parts",
         "_reason",
         "_specials",
@@ -72,6 +86,10 @@ class UpstreamConnection:
         self.closed = False
         self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
         self._got_bytes = False  # any byte of the current response received
+        # A response the scanner read: body bytes still to come, and whether the
+        # connection may be reused after them.
+        self._body_left = 0
+        self._keep_alive_after = False
         self._next_message()
 
     # -- asyncio.Protocol --
@@ -92,6 +110,20 @@ class UpstreamConnection:
             self.close()
             return
         self._got_bytes = True
+        left = self._body_left
+        if left:
+            self._scanned_body(exchange, data, left)
+            return
+        if (
+            scan_response_head is not None
+            and not self._in_message
+            and not (exchange.is_head or exchange.upgrade)
+        ):
+            head = scan_response_head(data)
+            if head is not None:
+                self._scanned_response(exchange, data, head)
+                return
+        self._in_message = True  # llhttp reads this response (on_message_complete ends it)
         try:
             self.parser.feed_data(data)
             if self.exchange is exchange:
@@ -108,6 +140,49 @@ class UpstreamConnection:
             if self.exchange is not None:
                 self.exchange.on_upstream_failed(self, "invalid response", str(exc))
             self.close()
+
+    def _scanned_response(self, exchange: Exchange, data: bytes, head: tuple) -> None:
+        """A response whose head `scan_response_head` read, with the start of its body
+        (or all of it) in `data`."""
+        end, status, line, kept, length, length_value, keep_alive = head
+        # The same call the llhttp path makes: the backend's status line is already
+        # the client's, `kept` stands for the forwarded header lines (joined), and the
+        # Content-Length is the one special.
+        exchange.on_response_head(status, [line, kept], [(CONTENT_LENGTH, length_value)])
+        if self.exchange is not exchange:
+            return  # the exchange let this connection go (a retried 5xx)
+        body = len(data) - end
+        if body:
+            exchange.bytes_out += body
+            exchange.out.append(data[end:])
+        if body < length:
+            self._body_left = length - body
+            self._keep_alive_after = keep_alive
+            exchange.client.touch()
+            exchange.flush()
+        else:
+            exchange.complete(self, keep_alive, None)
+
+    def _scanned_body(self, exchange: Exchange, data: bytes, left: int) -> None:
+        """More body of a scanned response; `left` bytes of it were still to come."""
+        size = len(data)
+        if size < left:
+            self._body_left = left - size
+            exchange.bytes_out += size
+            exchange.out.append(data)
+            exchange.client.touch()
+            exchange.flush()
+            return
+        keep_alive = self._keep_alive_after
+        if size > left:
+            # Bytes past the response's end, unasked for: the connection is out of
+            # step with its requests, so it is not reused.
+            data = data[:left]
+            keep_alive = False
+        self._body_left = 0
+        exchange.bytes_out += left
+        exchange.out.append(data)
+        exchange.complete(self, keep_alive, None)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows
@@ -169,7 +244,8 @@ class UpstreamConnection:
         parts = self._parts
         assert parts is not None
         self._parts = None  # what follows the body is trailers
-        exchange.on_response_head(status, self._reason, parts, self._specials)
+        parts[0] = status_line(status, self._reason)
+        exchange.on_response_head(status, parts, self._specials)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
@@ -206,6 +282,7 @@ class UpstreamConnection:
         self._specials: list[tuple[int, bytes]] = []
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._reason = b""
+        self._in_message = False  # llhttp is between responses
 
     # -- used by the exchange --
 
@@ -230,12 +307,6 @@ class UpstreamConnection:
         self.exchange = None
         if self.transport is not None:
             self.transport.close()
-
-
-# Reasons for pausing a client's reads (bit flags; reading resumes when none is left).
-PAUSE_PIPELINE = 1  # a request is queued behind the one in flight
-PAUSE_UPSTREAM_FULL = 2  # the backend's socket buffer is full
-PAUSE_WAITING = 4  # body bytes buffered while a backend connection is being made
 
 
 class UpstreamPool:

@@ -11,6 +11,7 @@ from haproxyd.admin.api import deep_merge
 from haproxyd.admin.metrics import BUCKETS, RequestStats, code_class, merge, quantile
 from haproxyd.admin.server import is_loopback
 from haproxyd.failover.events import EventLog
+from haproxyd.proxy.client import ClientProtocol, Exchange, RequestIds
 
 
 def test_event_log_is_bounded_newest_first_and_keeps_totals():
@@ -80,16 +81,19 @@ class _Backend:
 
 
 def _exchange(pool, backend, status, start, termination="ok", ended=0.0):
-    """What `observe` reads of an Exchange; a new pool and backend object each time
-    (hashable by identity, as the real ones are)."""
-    return SimpleNamespace(
-        pool=_Pool(pool) if pool else None,
-        backend=_Backend(backend) if backend else None,
-        status=status,
-        start=start,
-        termination=termination,
-        ended=ended,
-    )
+    """A real Exchange (compiled, `observe` takes nothing else) with what `observe`
+    reads set; a new pool and backend object each time (hashable by identity, as the
+    real ones are)."""
+    runtime = SimpleNamespace(loop=SimpleNamespace(time=lambda: 0.0), request_ids=RequestIds(b"t"))
+    client = ClientProtocol(runtime, tls=False)
+    exchange = Exchange(client)
+    exchange.pool = _Pool(pool) if pool else None
+    exchange.backend = _Backend(backend) if backend else None
+    exchange.status = status
+    exchange.start = start
+    exchange.termination = termination
+    exchange.ended = ended
+    return exchange
 
 
 def test_request_stats_observe_and_snapshot():
