@@ -14,6 +14,9 @@ from types import ModuleType
 # interpreted when it is not compiled; a `.pyx` one exists only compiled, and its
 # importers do without it (canonical_head: llhttp then reads every response).
 COMPILED = (
+    "haproxyd.balancer.state",
+    "haproxyd.balancer.base",
+    "haproxyd.balancer.round_robin",
     "haproxyd.proxy.client",
     "haproxyd.proxy.upstream",
     "haproxyd.proxy.canonical_head",

@@ -21,7 +21,6 @@ from haproxyd.balancer.slow_start import SlowStart
 from haproxyd.balancer.state import Backend
 
 
-@register
 class RoundRobin(Balancer):
     name = "round_robin"
 
@@ -70,7 +69,7 @@ class RoundRobin(Balancer):
                 i = 0
             backend = backends[i]
             i += 1
-            if backend.full:
+            if backend.at_capacity():
                 continue
             if ramp and backend in ramp and not self._ramp.admit(backend):
                 if fallback is None:
@@ -79,3 +78,8 @@ class RoundRobin(Balancer):
             self._next = i
             return backend
         return fallback
+
+
+# Registered by a call, not a decorator: compiled, this is an extension type, which
+# takes no decorators.
+register(RoundRobin)

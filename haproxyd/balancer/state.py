@@ -104,6 +104,10 @@ class Backend:
     @property
     def full(self) -> bool:
         """True when `max_connections` is set and reached (skip it, do not queue on it)."""
+        return self.at_capacity()
+
+    def at_capacity(self) -> bool:
+        """`full` as a method: compiled, a C call from the compiled balancers."""
         return 0 < self.max_connections <= self.active
 
     def __repr__(self) -> str:

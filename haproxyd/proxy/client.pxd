@@ -1,5 +1,9 @@
 # Cython declarations for client.py (compiled when Cython is present; see setup.py).
-from haproxyd.proxy.upstream cimport UpstreamConnection, UpstreamPool
+cimport cython
+
+from haproxyd.balancer.base cimport Balancer
+from haproxyd.balancer.state cimport Backend, Pool
+from haproxyd.proxy.upstream cimport PoolRuntime, UpstreamConnection, UpstreamPool
 
 cdef class RequestIds:
     cdef readonly bytes prefix
@@ -10,7 +14,7 @@ cdef class RequestIds:
 
 cdef class Exchange:
     cdef public int attempts
-    cdef public object backend
+    cdef public Backend backend
     cdef public list body_buffer
     cdef public long long body_bytes
     cdef public long long bytes_out
@@ -35,7 +39,7 @@ cdef class Exchange:
     cdef public bytes method
     cdef public list out
     cdef public list parts
-    cdef public object pool
+    cdef public PoolRuntime pool
     cdef public bint queued
     cdef public bint read_to_close
     cdef public bint ready
@@ -57,14 +61,17 @@ cdef class Exchange:
     cdef public bint upstream_paused
     cdef public bytes url
 
+    @cython.locals(state=Pool, balancer=Balancer)
     cpdef dispatch(self)
-    cpdef _use(self, backend)
+    @cython.locals(state=Pool, upstream=UpstreamPool, conn=UpstreamConnection)
+    cpdef _use(self, Backend backend)
     cpdef _attach(self, UpstreamConnection conn)
     cpdef on_request_body(self, bytes body)
     cpdef on_request_complete(self)
     cpdef on_response_head(self, int status, list parts, list specials)
     cpdef flush(self)
     cpdef complete(self, UpstreamConnection conn, bint keep_alive, list trailers)
+    @cython.locals(state=Pool, backend=Backend)
     cpdef _finish_backend(self, bint ok)
 
 cdef class ClientProtocol:
@@ -95,6 +102,9 @@ cdef class ClientProtocol:
     cpdef resume_reading_for(self, int reason)
     cpdef touch(self)
     cpdef set_deadline(self, int kind)
+    @cython.locals(head=Exchange)
+    cpdef _dispatch_head(self)
+    cpdef _report(self, Exchange exchange)
     cpdef exchange_done(self, Exchange exchange)
     cpdef bytes _scan_requests(self, bytes data)
     cpdef _request_basics(self, Exchange exchange, bytes method, bint keep_alive)

@@ -63,8 +63,8 @@ except ImportError:  # not compiled: llhttp reads every request
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
-    from haproxyd.proxy.runtime import PoolRuntime, ProxyRuntime
-    from haproxyd.proxy.upstream import UpstreamConnection, UpstreamPool
+    from haproxyd.proxy.runtime import ProxyRuntime
+    from haproxyd.proxy.upstream import PoolRuntime, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("haproxyd.proxy")
 
@@ -244,16 +244,18 @@ class Exchange:
         if runtime.shedding:
             self.fail(503, "node unhealthy", "shed")
             return
-        backend = pool.pool.balancer.select(self)
+        state = pool.pool
+        balancer = state.balancer
+        backend = balancer.select(self)
         if backend is None:
-            standby = pool.pool.retry_fallback
+            standby = state.retry_fallback
             if standby is not None and standby.state == BackendState.UP and not standby.full:
                 # The one active backend is down here while the decision stands (a
                 # cluster follower waits for its leader): serve from the standby the
                 # machine named rather than answer 503.
                 self._use(standby)
                 return
-            if pool.config.queue_timeout > 0 and pool.pool.selectable and pool.enqueue(self):
+            if pool.config.queue_timeout > 0 and state.selectable and pool.enqueue(self):
                 # Every candidate is at its max_connections: wait for a slot (HAProxy's
                 # server queue) until queue_timeout, then 503.
                 self.queued = True
@@ -283,7 +285,8 @@ class Exchange:
         self.attempts += 1
         upstream = pool.upstreams[backend.id]
         self.upstream = upstream
-        pool.pool.on_start(backend)
+        state = pool.pool
+        state.on_start(backend)
         pool.active += 1
         self.counted = True
         idle = upstream.idle
@@ -644,7 +647,8 @@ class Exchange:
             backend = self.backend
             assert pool is not None and backend is not None
             runtime = self.client.runtime
-            pool.pool.on_finish(backend, (self.ended or self.client.clock()) - self.start, ok)
+            state = pool.pool
+            state.on_finish(backend, (self.ended or self.client.clock()) - self.start, ok)
             pool.active -= 1
             if self.retrying:
                 self.retrying = False
@@ -793,11 +797,8 @@ class ClientProtocol:
                 self._reject(400, str(exc) or "malformed request")
             return
         # Dispatch what this data made ready, now that all of it parsed cleanly.
-        queue = self.queue
-        if queue:
-            head = queue[0]
-            if not head.dispatched:
-                head.dispatch()
+        if self.queue:
+            self._dispatch_head()
         current = self.current
         if current is not None and not current.ready:
             # httptools buffers a header line until its end: bound what a peer can make
@@ -832,7 +833,7 @@ class ClientProtocol:
             start = end
         if start == 0:
             return data
-        return data[start:]
+        return data[start:] if start < size else b""
 
     def _on_upgrade_request(self, data: bytes, exc: httptools.HttpParserUpgrade) -> None:
         current = self.queue[-1] if self.queue else None
@@ -886,7 +887,7 @@ class ClientProtocol:
             if exchange.counted:
                 exchange.termination = "client_closed"
                 exchange._finish_backend(ok=True)
-                self.runtime.log_exchange(exchange)
+                self._report(exchange)
         self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -1125,6 +1126,17 @@ class ClientProtocol:
 
     # -- exchange lifecycle --
 
+    def _dispatch_head(self) -> None:
+        """The exchange at the head of the queue goes to a backend, unless it went."""
+        head = self.queue[0]
+        if not head.dispatched:
+            head.dispatch()
+
+    def _report(self, exchange: Exchange) -> None:
+        """An exchange ended: the runtime's listeners (metrics, access log) see it."""
+        for callback in self.runtime.exchange_listeners:
+            callback(exchange)
+
     def exchange_done(self, exchange: Exchange) -> None:
         queue = self.queue
         if queue and queue[0] is exchange:
@@ -1132,7 +1144,7 @@ class ClientProtocol:
         ended = exchange.ended
         if not ended:
             ended = exchange.ended = self.clock()
-        self.runtime.log_exchange(exchange)
+        self._report(exchange)
         if self.closed:
             return
         if exchange.close_after or not exchange.keep_alive or (self._eof and not queue):
@@ -1143,7 +1155,7 @@ class ClientProtocol:
             if len(queue) <= 1:
                 self.resume_reading_for(PAUSE_PIPELINE)
         if queue:
-            queue[0].dispatch()
+            self._dispatch_head()
             return
         if self.current is not None:
             self.set_deadline(T_HEADER)
@@ -1157,7 +1169,7 @@ class ClientProtocol:
         queue = self.queue
         if queue and queue[0] is exchange:
             queue.popleft()
-        self.runtime.log_exchange(exchange)
+        self._report(exchange)
         transport = conn.transport
         assert transport is not None
         self._tunnel = transport

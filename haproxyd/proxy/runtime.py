@@ -9,7 +9,6 @@ keep-alive connections of backends whose id and address did not change. Connecti
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -27,7 +26,7 @@ from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSe
 from haproxyd.proxy.client import RequestIds
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
-from haproxyd.proxy.upstream import UpstreamPool
+from haproxyd.proxy.upstream import PoolRuntime, UpstreamPool
 from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haproxyd.runtime")
 
-QUEUE_LIMIT = 10_000  # requests waiting for a backend slot, per pool
 # On shutdown, how long a connection accepted just before it has to send its request.
 FRESH_GRACE = 1.0
 
@@ -65,51 +63,6 @@ def check_buildable(cfg: Config) -> None:
             create_balancer(pool_cfg.balancer.algorithm)
         except ValueError as exc:
             raise ValueError(f"pools.{name}.balancer.algorithm: {exc}") from None
-
-
-class PoolRuntime:
-    """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend."""
-
-    def __init__(self, name: str, config: PoolConfig, pool: Pool) -> None:
-        self.name = name
-        self.config = config
-        self.pool = pool
-        self.upstreams: dict[str, UpstreamPool] = {}
-        self.default_host = b"localhost"
-        self.passive = config.passive is not None  # report outcomes to outlier detection
-        self.active = 0  # requests in flight on this pool's backends (this process)
-        self.retries_active = 0  # of which retries
-        self.waiters: collections.deque[Exchange] = collections.deque()
-
-    def retry_allowed(self) -> bool:
-        """Envoy's retry budget: retries in flight stay within `budget_percent` of the
-        requests in flight, with a floor of `min_retries`, so that retries cannot
-        multiply the load on a pool that is already failing."""
-        retries = self.config.retries
-        budget = max(retries.min_retries, retries.budget_percent * self.active / 100.0)
-        return self.retries_active < budget
-
-    def enqueue(self, exchange: Exchange) -> bool:
-        if len(self.waiters) >= QUEUE_LIMIT:
-            return False
-        self.waiters.append(exchange)
-        return True
-
-    def dequeue_waiter(self, exchange: Exchange) -> None:
-        with contextlib.suppress(ValueError):  # O(queue); only on a timeout or client gone
-            self.waiters.remove(exchange)
-
-    def wake_waiters(self) -> None:
-        """A backend slot freed: hand it to the longest waiter, in arrival order."""
-        waiters = self.waiters
-        while waiters:
-            exchange = waiters[0]
-            if exchange.client.closed or not exchange.queued:
-                waiters.popleft()
-                continue
-            if not exchange.dequeue():
-                return
-            waiters.popleft()
 
 
 class ProxyRuntime:
@@ -146,7 +99,9 @@ class ProxyRuntime:
         self.request_ids = RequestIds(b"%s-%x" % (os.urandom(4).hex().encode(), os.getpid()))
         self._access_log: IO[str] | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._exchange_listeners: list[Callable[[Exchange], None]] = []
+        # Called with every ended exchange, by the data plane itself (one loop in the
+        # compiled client, no call through here): metrics, and the access log when on.
+        self.exchange_listeners: list[Callable[[Exchange], None]] = []
         # Attached to every pool built from now on (workers fan-out, cluster sync).
         self.pool_listeners: list[Callable[[Pool], None]] = []
 
@@ -354,14 +309,20 @@ class ProxyRuntime:
 
     def _open_access_log(self, cfg: Config) -> None:
         settings = cfg.access_log
-        if self._access_log is not None and self._access_log is not sys.stderr:
-            self._access_log.close()
-        self._access_log = None
+        self._close_access_log()
         if settings.enabled:
             if settings.path in (None, "-"):
                 self._access_log = sys.stderr
             else:
                 self._access_log = open(settings.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self.exchange_listeners.append(self._write_access_record)
+
+    def _close_access_log(self) -> None:
+        if self._write_access_record in self.exchange_listeners:
+            self.exchange_listeners.remove(self._write_access_record)
+        if self._access_log is not None and self._access_log is not sys.stderr:
+            self._access_log.close()
+        self._access_log = None
 
     # -- per request --
 
@@ -391,11 +352,9 @@ class ProxyRuntime:
 
     def add_exchange_listener(self, callback: Callable[[Exchange], None]) -> None:
         """`callback(exchange)` after every request (metrics, passive health checks)."""
-        self._exchange_listeners.append(callback)
+        self.exchange_listeners.append(callback)
 
-    def log_exchange(self, exchange: Exchange) -> None:
-        for callback in self._exchange_listeners:
-            callback(exchange)
+    def _write_access_record(self, exchange: Exchange) -> None:
         out = self._access_log
         if out is not None:
             pool = exchange.pool
@@ -478,9 +437,7 @@ class ProxyRuntime:
         for pool in self.pools.values():
             for upstream in pool.upstreams.values():
                 upstream.close()
-        if self._access_log is not None and self._access_log is not sys.stderr:
-            self._access_log.close()
-            self._access_log = None
+        self._close_access_log()
 
 
 def _new_backend(bcfg: BackendConfig) -> Backend:

@@ -1,4 +1,5 @@
 # Cython declarations for upstream.py (compiled when Cython is present; see setup.py).
+from haproxyd.balancer.state cimport Pool
 from haproxyd.proxy.client cimport Exchange
 
 cdef class UpstreamConnection:
@@ -37,3 +38,18 @@ cdef class UpstreamPool:
     cdef public long long _next_address
 
     cpdef release(self, UpstreamConnection conn, double now)
+
+cdef class PoolRuntime:
+    cdef public object name
+    cdef public object config
+    cdef public Pool pool
+    cdef public dict upstreams
+    cdef public bytes default_host
+    cdef public bint passive
+    cdef public long long active
+    cdef public long long retries_active
+    cdef public object waiters
+
+    cpdef bint retry_allowed(self)
+    cpdef bint enqueue(self, Exchange exchange)
+    cpdef wake_waiters(self)

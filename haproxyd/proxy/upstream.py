@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -47,10 +48,14 @@ except ImportError:  # not compiled: llhttp reads every response
     scan_response_head = None
 
 if TYPE_CHECKING:
+    from haproxyd.balancer.state import Pool
+    from haproxyd.config.schema import PoolConfig
     from haproxyd.proxy.client import Exchange
     from haproxyd.proxy.resolver import Resolver
 
 log = logging.getLogger("haproxyd.upstream")
+
+QUEUE_LIMIT = 10_000  # requests waiting for a backend slot, per pool
 
 
 class UpstreamConnection:
@@ -387,3 +392,63 @@ class UpstreamPool:
     def close(self) -> None:
         while self.idle:
             self.idle.popleft().close()
+
+
+class PoolRuntime:
+    """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend.
+
+    Here, beside `UpstreamPool`, so that it is compiled with it: the data plane reads
+    and writes its fields several times per request."""
+
+    __slots__ = (
+        "active",
+        "config",
+        "default_host",
+        "name",
+        "passive",
+        "pool",
+        "retries_active",
+        "upstreams",
+        "waiters",
+    )
+
+    def __init__(self, name: str, config: PoolConfig, pool: Pool) -> None:
+        self.name = name
+        self.config = config
+        self.pool = pool
+        self.upstreams: dict[str, UpstreamPool] = {}
+        self.default_host = b"localhost"
+        self.passive = config.passive is not None  # report outcomes to outlier detection
+        self.active = 0  # requests in flight on this pool's backends (this process)
+        self.retries_active = 0  # of which retries
+        self.waiters: collections.deque[Exchange] = collections.deque()
+
+    def retry_allowed(self) -> bool:
+        """Envoy's retry budget: retries in flight stay within `budget_percent` of the
+        requests in flight, with a floor of `min_retries`, so that retries cannot
+        multiply the load on a pool that is already failing."""
+        retries = self.config.retries
+        budget = max(retries.min_retries, retries.budget_percent * self.active / 100.0)
+        return self.retries_active < budget
+
+    def enqueue(self, exchange: Exchange) -> bool:
+        if len(self.waiters) >= QUEUE_LIMIT:
+            return False
+        self.waiters.append(exchange)
+        return True
+
+    def dequeue_waiter(self, exchange: Exchange) -> None:
+        with contextlib.suppress(ValueError):  # O(queue); only on a timeout or client gone
+            self.waiters.remove(exchange)
+
+    def wake_waiters(self) -> None:
+        """A backend slot freed: hand it to the longest waiter, in arrival order."""
+        waiters = self.waiters
+        while waiters:
+            exchange = waiters[0]
+            if exchange.client.closed or not exchange.queued:
+                waiters.popleft()
+                continue
+            if not exchange.dequeue():
+                return
+            waiters.popleft()

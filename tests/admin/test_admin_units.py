@@ -10,8 +10,12 @@ import pytest
 from haproxyd.admin.api import deep_merge
 from haproxyd.admin.metrics import BUCKETS, RequestStats, code_class, merge, quantile
 from haproxyd.admin.server import is_loopback
+from haproxyd.balancer.base import create
+from haproxyd.balancer.state import Backend, Pool
+from haproxyd.config.schema import PoolConfig
 from haproxyd.failover.events import EventLog
 from haproxyd.proxy.client import ClientProtocol, Exchange, RequestIds
+from haproxyd.proxy.upstream import PoolRuntime
 
 
 def test_event_log_is_bounded_newest_first_and_keeps_totals():
@@ -70,25 +74,15 @@ def test_code_classes():
     ]
 
 
-class _Pool:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class _Backend:
-    def __init__(self, id: str) -> None:
-        self.id = id
-
-
 def _exchange(pool, backend, status, start, termination="ok", ended=0.0):
     """A real Exchange (compiled, `observe` takes nothing else) with what `observe`
-    reads set; a new pool and backend object each time (hashable by identity, as the
-    real ones are)."""
+    reads set; a new (real) pool and backend object each time, hashable by identity."""
     runtime = SimpleNamespace(loop=SimpleNamespace(time=lambda: 0.0), request_ids=RequestIds(b"t"))
     client = ClientProtocol(runtime, tls=False)
     exchange = Exchange(client)
-    exchange.pool = _Pool(pool) if pool else None
-    exchange.backend = _Backend(backend) if backend else None
+    if pool:
+        exchange.pool = PoolRuntime(pool, PoolConfig(), Pool(pool, create("round_robin")))
+    exchange.backend = Backend(backend, "127.0.0.1", 9000) if backend else None
     exchange.status = status
     exchange.start = start
     exchange.termination = termination
