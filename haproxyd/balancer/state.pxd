@@ -4,6 +4,9 @@
 cimport cython
 
 
+cdef double EWMA_ALPHA
+
+
 @cython.final
 cdef class Backend:
     cdef public object id

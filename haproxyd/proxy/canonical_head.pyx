@@ -281,10 +281,11 @@ cdef object _method(const unsigned char* p, Py_ssize_t n):
 
 
 def scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
-    """(head_end, method, target, host, kept) for a canonical request head at
+    """(head_end, method, target, line, host, kept) for a canonical request head at
     `data[start:]` no longer than `limit` bytes, else None.
 
-    `kept` is the header lines forwarded as they are (all but the hop-by-hop ones and
+    `line` is the request line with its CRLF, which in a canonical head is exactly the
+    line the proxy sends on (`method SP target SP HTTP/1.1`). `kept` is the header lines forwarded as they are (all but the hop-by-hop ones and
     the X-Forwarded-Proto and -Host the proxy sets itself; Host included), in order,
     joined; `host` is the Host value."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
@@ -365,6 +366,7 @@ def scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
         head_end,
         method,
         _slice(p, target_start, target_end),
+        _slice(p, start, target_end + 11),
         _slice(p, host_start, host_end),
         _joined(p, &kept),
     )

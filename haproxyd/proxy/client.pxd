@@ -5,6 +5,23 @@ from haproxyd.balancer.base cimport Balancer
 from haproxyd.balancer.state cimport Backend, Pool
 from haproxyd.proxy.upstream cimport PoolRuntime, UpstreamConnection, UpstreamPool
 
+cdef class ProxyRuntimeBase:
+    cdef public object loop
+    cdef public Py_ssize_t max_header_bytes
+    cdef public long long max_body_bytes
+    cdef public double connect_timeout
+    cdef public double header_timeout
+    cdef public double response_timeout
+    cdef public double idle_timeout
+    cdef public set connections
+    cdef public long long connection_limit
+    cdef public bint draining
+    cdef public bint shedding
+    cdef public object passive_report
+    cdef public PoolRuntime only_pool
+    cdef public RequestIds request_ids
+    cdef public list exchange_listeners
+
 cdef class RequestIds:
     cdef readonly bytes prefix
     cdef long long _counter
@@ -75,7 +92,7 @@ cdef class Exchange:
     cpdef _finish_backend(self, bint ok)
 
 cdef class ClientProtocol:
-    cdef public object runtime
+    cdef public ProxyRuntimeBase runtime
     cdef public RequestIds request_ids
     cdef public object clock
     cdef public bytes proto
@@ -105,6 +122,7 @@ cdef class ClientProtocol:
     @cython.locals(head=Exchange)
     cpdef _dispatch_head(self)
     cpdef _report(self, Exchange exchange)
+    @cython.locals(ended=double)
     cpdef exchange_done(self, Exchange exchange)
     cpdef bytes _scan_requests(self, bytes data)
     cpdef _request_basics(self, Exchange exchange, bytes method, bint keep_alive)

@@ -83,6 +83,31 @@ _CRLF = b"\r\n"
 _HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see RequestIds.next
 
 
+class ProxyRuntimeBase:
+    """The fields of `ProxyRuntime` (runtime.py) that the data plane reads on every
+    request or connection. `ProxyRuntime` derives from this class and sets them;
+    compiled (client.pxd), they are C fields, read without a lookup, while the rest
+    of the runtime stays an ordinary Python object."""
+
+    __slots__ = (
+        "connect_timeout",
+        "connection_limit",
+        "connections",
+        "draining",
+        "exchange_listeners",
+        "header_timeout",
+        "idle_timeout",
+        "loop",
+        "max_body_bytes",
+        "max_header_bytes",
+        "only_pool",
+        "passive_report",
+        "request_ids",
+        "response_timeout",
+        "shedding",
+    )
+
+
 class RequestIds:
     """The X-Request-ID values of one process: `prefix`, then a counter in hex."""
 
@@ -821,12 +846,12 @@ class ClientProtocol:
             head = scan_request_head(data, start, limit)
             if head is None:
                 break
-            end, method, url, host, kept = head
+            end, method, url, line, host, kept = head
             self.requests += 1
             exchange = Exchange(self)
             exchange.url = url
             exchange.specials = [(HOST, b"host", host)]
-            exchange.parts = [b"", kept]
+            exchange.parts = [line, kept]
             self._plain_request(exchange, method, True, host)
             exchange.request_complete = True
             self._queue_ready(exchange)
@@ -971,6 +996,7 @@ class ClientProtocol:
             # no Connection header only 1.1 keeps alive, and llhttp accepts no other
             # 1.x version.
             exchange.kept_end = len(exchange.parts)
+            exchange.parts[0] = b" ".join((method, exchange.url, b"HTTP/1.1\r\n"))
             self._plain_request(exchange, method, keep_alive, specials[0][2])
         else:
             self._request_basics(exchange, method, keep_alive)
@@ -996,8 +1022,9 @@ class ClientProtocol:
     def _plain_request(
         self, exchange: Exchange, method: bytes, keep_alive: bool, host: bytes
     ) -> None:
-        """The backend's head for the common request (Host its only special header),
-        whose forwarded header lines are in `exchange.parts` from index 1."""
+        """The backend's head for the common request (Host its only special header):
+        `exchange.parts` holds the request line to send, then the forwarded header
+        lines."""
         self._request_basics(exchange, method, keep_alive)
         runtime = self.runtime
         url = exchange.url
@@ -1005,7 +1032,6 @@ class ClientProtocol:
         pool = runtime.only_pool
         exchange.pool = pool if pool is not None else runtime.route(host, url)
         parts = exchange.parts
-        parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
         parts += (b"X-Forwarded-Host: ", host, CRLF, self._forwarded, request_id, b"\r\n\r\n")
         exchange.head = b"".join(parts)
 

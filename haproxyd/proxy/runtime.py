@@ -23,7 +23,7 @@ from haproxyd.balancer.base import Balancer
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.regions import RegionBalancer
 from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSet, Pool
-from haproxyd.proxy.client import RequestIds
+from haproxyd.proxy.client import ProxyRuntimeBase, RequestIds
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.upstream import PoolRuntime, UpstreamPool
@@ -65,13 +65,13 @@ def check_buildable(cfg: Config) -> None:
             raise ValueError(f"pools.{name}.balancer.algorithm: {exc}") from None
 
 
-class ProxyRuntime:
+class ProxyRuntime(ProxyRuntimeBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.cfg: Config = None  # type: ignore[assignment]
         # The settings the data plane reads per request, as plain attributes (set by
-        # `apply`): each step into a pydantic model goes through its `__getattr__`
-        # hook, about 500 instructions, and these are read several times per request.
+        # `apply`; declared by ProxyRuntimeBase): each step into a pydantic model goes
+        # through its `__getattr__` hook, about 500 instructions.
         self.max_header_bytes = 0
         self.max_body_bytes = 0
         self.connect_timeout = 0.0

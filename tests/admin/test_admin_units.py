@@ -14,7 +14,8 @@ from haproxyd.balancer.base import create
 from haproxyd.balancer.state import Backend, Pool
 from haproxyd.config.schema import PoolConfig
 from haproxyd.failover.events import EventLog
-from haproxyd.proxy.client import ClientProtocol, Exchange, RequestIds
+from haproxyd.proxy.client import ClientProtocol, Exchange
+from haproxyd.proxy.runtime import ProxyRuntime
 from haproxyd.proxy.upstream import PoolRuntime
 
 
@@ -77,8 +78,7 @@ def test_code_classes():
 def _exchange(pool, backend, status, start, termination="ok", ended=0.0):
     """A real Exchange (compiled, `observe` takes nothing else) with what `observe`
     reads set; a new (real) pool and backend object each time, hashable by identity."""
-    runtime = SimpleNamespace(loop=SimpleNamespace(time=lambda: 0.0), request_ids=RequestIds(b"t"))
-    client = ClientProtocol(runtime, tls=False)
+    client = ClientProtocol(ProxyRuntime(SimpleNamespace(time=lambda: 0.0)), tls=False)
     exchange = Exchange(client)
     if pool:
         exchange.pool = PoolRuntime(pool, PoolConfig(), Pool(pool, create("round_robin")))

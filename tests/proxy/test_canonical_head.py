@@ -94,8 +94,9 @@ def check_request(data: bytes, limit: int = 65536) -> tuple | None:
     head = scan_request_head(data, 0, limit)
     if head is None:
         return None
-    end, method, target, host, kept = head
+    end, method, target, line, host, kept = head
     assert end <= limit
+    assert line == b"%s %s HTTP/1.1\r\n" % (method, target)  # what the proxy sends on
     events = _Events()
     parser = events.parser = httptools.HttpRequestParser(events)
     parser.feed_data(data[:end])  # must not raise
@@ -268,11 +269,12 @@ def test_a_typical_request_is_scanned() -> None:
         b"GET /a/b?c=d&e=%20 HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: curl/8\r\n"
         b"Accept: */*\r\nKeep-Alive: 300\r\nX-Forwarded-Proto: https\r\n\r\n"
     )
-    end, method, target, host, kept = check_request(data)
-    assert (end, method, target, host) == (
+    end, method, target, line, host, kept = check_request(data)
+    assert (end, method, target, line, host) == (
         len(data),
         b"GET",
         b"/a/b?c=d&e=%20",
+        b"GET /a/b?c=d&e=%20 HTTP/1.1\r\n",
         b"example.com:8080",
     )
     assert kept == b"Host: example.com:8080\r\nUser-Agent: curl/8\r\nAccept: */*\r\n"
