@@ -15,7 +15,11 @@ cdef class RequestStats:
     cdef public object _clock
     cdef public dict series
     cdef public dict _by_object
+    cdef tuple _bounds
 
-    @cython.locals(series=Series, codes=dict, status=int, start=double, elapsed=double)
+    @cython.locals(
+        series=Series, codes=dict, status=int, start=double, elapsed=double,
+        bounds=tuple, n=Py_ssize_t, i=Py_ssize_t, bound=double,
+    )
     cpdef observe(self, Exchange exchange)
     cpdef Series _series_of(self, Exchange exchange)

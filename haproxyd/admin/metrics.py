@@ -2,7 +2,7 @@
 
 The data plane calls `RequestStats.observe(exchange)` once per finished request (one
 exchange listener). It touches only plain ints in a per-(pool, backend) `Series`: a
-status-code table and a fixed-bucket latency histogram (`bisect` into `BUCKETS`). No
+status-code table and a fixed-bucket latency histogram (`BUCKETS`, upper bounds). No
 prometheus-client object is touched per request; at scrape time `HaproxydCollector`
 reads the counters and the live state (`Backend`, `Pool`, the health scheduler, the
 event log, the daemon) and builds metric families, the way HAProxy's own exporter
@@ -23,7 +23,6 @@ Compiled (setup.py), `Series` and `RequestStats` are extension types with the fi
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +91,7 @@ class RequestStats:
         # got none, its PoolRuntime, or None without a route) -> its Series, so that
         # `observe` builds no key. Rebuilt from `series` when it may have gone stale.
         self._by_object: dict[object, Series] = {}
+        self._bounds = BUCKETS  # a typed field when compiled: `observe` reads it in C
 
     def observe(self, exchange: Exchange) -> None:
         backend = exchange.backend
@@ -109,7 +109,17 @@ class RequestStats:
         start = exchange.start
         if start:
             elapsed = (exchange.ended or self._clock()) - start
-            series.buckets[bisect_left(BUCKETS, elapsed)] += 1
+            # bisect_left(BUCKETS, elapsed), as a C loop when compiled (a call to
+            # bisect costs ten times more); most requests stop at the first bounds.
+            bounds = self._bounds
+            n = len(bounds)
+            i = 0
+            while i < n:
+                bound = bounds[i]
+                if bound >= elapsed:
+                    break
+                i += 1
+            series.buckets[i] += 1
             series.sum += elapsed
             series.count += 1
 

@@ -111,6 +111,24 @@ def test_request_stats_observe_and_snapshot():
     assert ("web", "a") not in stats.series
 
 
+def test_observe_puts_each_latency_in_the_first_bucket_whose_bound_it_does_not_exceed():
+    # Prometheus' `le`: a latency equal to a bound counts in that bound's bucket; past
+    # the last bound, in +Inf. Start and end times are binary-exact, so are the latencies.
+    stats = RequestStats(lambda: 0.0)
+    expected = [0] * (len(BUCKETS) + 1)
+    for elapsed, index in (
+        (2.0**-12, 0),  # 0.244 ms, under the first bound (0.5 ms)
+        (0.25, BUCKETS.index(0.25)),  # exactly on a bound
+        (0.25 + 2.0**-20, BUCKETS.index(0.25) + 1),  # just past it
+        (1.0, BUCKETS.index(1.0)),
+        (60.0, len(BUCKETS) - 1),  # the last bound itself
+        (64.0, len(BUCKETS)),  # past every bound: +Inf
+    ):
+        stats.observe(_exchange("web", "a", 200, 8.0, ended=8.0 + elapsed))
+        expected[index] += 1
+    assert stats.series[("web", "a")].buckets == expected
+
+
 def test_observe_indexes_by_object_and_reads_the_end_time():
     stats = RequestStats(lambda: 100.0)
     first = _exchange("web", "a", 200, 9.0, ended=9.25)  # the clock says 100: not read

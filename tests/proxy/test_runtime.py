@@ -66,3 +66,33 @@ def test_apply_copies_the_per_request_settings_and_a_reload_replaces_them():
                 upstream.close()
     finally:
         loop.close()
+
+
+def test_the_access_log_is_one_exchange_listener_while_on_and_none_after_a_reload_off(
+    tmp_path,
+):
+    from haproxyd.config import load_config_text
+
+    def config(enabled: bool):
+        return load_config_text(
+            f"access_log: {{enabled: {str(enabled).lower()}, path: {tmp_path / 'access.log'}}}\n"
+            "pools:\n  web:\n    backends:\n      - {id: b1, address: 127.0.0.1:9}\n"
+        )
+
+    loop = asyncio.new_event_loop()
+    try:
+        runtime = ProxyRuntime(loop)
+        metrics = []
+        runtime.add_exchange_listener(metrics.append)
+        runtime.apply(config(True))
+        runtime.apply(config(True))  # a reload that keeps it on: still one writer
+        assert len(runtime.exchange_listeners) == 2
+        log_file = runtime._access_log
+        runtime.apply(config(False))
+        assert runtime.exchange_listeners == [metrics.append] and log_file.closed
+        runtime.apply(config(True))
+        assert len(runtime.exchange_listeners) == 2
+        loop.run_until_complete(runtime.stop())
+        assert runtime.exchange_listeners == [metrics.append] and runtime._access_log is None
+    finally:
+        loop.close()
