@@ -7,6 +7,11 @@ when membership, state or weights change, never per request.
 
 Every algorithm lives in its own module and registers itself here by its config name
 (`balancer.algorithm`); `create()` builds one from the pool's `balancer:` section.
+
+Compiled with the data plane (setup.py), `Balancer` is an extension type (base.pxd) and
+`select` a C call from the client; an algorithm may still be plain Python (a subclass of
+an extension type), and the call then reaches its own `select`. Round robin, the
+default, is compiled too.
 """
 
 from __future__ import annotations

@@ -9,5 +9,5 @@ cdef class RoundRobin(Balancer):
     cdef object _ramp
     cdef Py_ssize_t _next
 
-    @cython.locals(backends=tuple, n=Py_ssize_t, i=Py_ssize_t, step=Py_ssize_t, backend=Backend)
+    @cython.locals(backends=tuple, n=Py_ssize_t, i=Py_ssize_t, backend=Backend)
     cpdef object select(self, object ctx)

@@ -38,7 +38,9 @@ cdef class Pool:
     cdef dict __dict__  # as the interpreted class: callers may hang their own state on it
     cdef object __weakref__  # the health scheduler keeps the pools it listens to weakly
     cdef public object name
-    cdef public object balancer  # typed where it is called (client.pxd): base cimports nothing from here
+    # A Balancer, typed where it is called (client.pxd): a cimport of base here would
+    # make the two modules' imports circular (base imports this one).
+    cdef public object balancer
     cdef public dict backends
     cdef public object selectable  # a tuple, or a PanicSet (a tuple subclass)
     cdef public object retry_fallback

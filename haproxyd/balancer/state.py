@@ -8,6 +8,10 @@ The hot path (one request) touches only `Backend.active`, the counters and the p
 `balancer.select`; membership and state changes (rare) rebuild the pool's snapshot of
 selectable backends and notify the balancer, which rebuilds its own lookup structure
 (Envoy's "immutable snapshot, rebuilt on change").
+
+Compiled with the data plane (setup.py), `Backend` and `Pool` are extension types with
+the fields `state.pxd` declares (an attribute added here must be declared there too),
+and the pool's per-request methods are C calls from the compiled client.
 """
 
 from __future__ import annotations

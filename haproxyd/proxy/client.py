@@ -1153,7 +1153,7 @@ class ClientProtocol:
     # -- exchange lifecycle --
 
     def _dispatch_head(self) -> None:
-        """The exchange at the head of the queue goes to a backend, unless it went."""
+        """The exchange at the head of the queue goes to a backend, unless it has already."""
         head = self.queue[0]
         if not head.dispatched:
             head.dispatch()

@@ -12,6 +12,10 @@ direct method calls: no task, no queue per request. Where the compiled scanner
 kind, framed by Content-Length) bypasses llhttp: its head is forwarded from the
 scanner's result and its body counted through, with the same calls to the exchange.
 
+`PoolRuntime` is one pool as the data plane sees it (the live `Pool`, one `UpstreamPool`
+per backend, the retry budget and the queue for a free slot). It is here, not in
+runtime.py, to be compiled with the rest.
+
 Compiled (setup.py), the classes here are extension types with the fields `upstream.pxd`
 declares: an attribute added here must be declared there too.
 """
@@ -395,10 +399,8 @@ class UpstreamPool:
 
 
 class PoolRuntime:
-    """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend.
-
-    Here, beside `UpstreamPool`, so that it is compiled with it: the data plane reads
-    and writes its fields several times per request."""
+    """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend
+    (the client reads and writes its fields several times per request)."""
 
     __slots__ = (
         "active",
