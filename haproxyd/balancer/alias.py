@@ -17,7 +17,10 @@ _SCALE32 = 1 << 32
 
 
 class AliasTable(Generic[T]):
-    """Immutable table drawing `items[i]` with probability `weights[i] / sum(weights)`."""
+    """Immutable table drawing `items[i]` with probability `weights[i] / sum(weights)`.
+
+    `lookup` maps a 32-bit hash; a draw from a random float reads `first`, `second` and
+    `prob` (random_choice does it inline, on its hot path)."""
 
     __slots__ = ("first", "n", "prob", "prob32", "second")
 
@@ -46,12 +49,6 @@ class AliasTable(Generic[T]):
         self.prob32 = [min(_SCALE32, int(p * _SCALE32)) for p in prob]
         self.first = list(items)
         self.second = [items[a] for a in alias]
-
-    def draw(self, u: float) -> T:
-        """The item for a uniform `u` in [0, 1)."""
-        x = u * self.n
-        i = int(x)
-        return self.first[i] if x - i < self.prob[i] else self.second[i]
 
     def lookup(self, h32: int) -> T:
         """The item for a uniform 32-bit integer (a hash): the same key, the same item."""

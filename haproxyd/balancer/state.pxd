@@ -28,7 +28,6 @@ cdef class Backend:
     cdef public long long failures
     cdef public long long selections
     cdef public double ewma
-    cdef public double _slow_start_until
 
     cpdef bint at_capacity(self)
 

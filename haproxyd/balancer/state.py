@@ -43,7 +43,6 @@ class Backend:
     """
 
     __slots__ = (
-        "_slow_start_until",
         "active",
         "address",
         "effective_weight",
@@ -99,7 +98,6 @@ class Backend:
         self.failures = 0  # requests that failed at the transport level or timed out
         self.selections = 0  # times a balancer picked it
         self.ewma = 0.0  # smoothed response time in seconds; 0 = no sample yet
-        self._slow_start_until = 0.0
 
     @property
     def is_backup(self) -> bool:
