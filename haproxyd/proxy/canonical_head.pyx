@@ -26,7 +26,8 @@ Transfer-Encoding, Connection, Expect, Upgrade, X-Forwarded-For, Via or X-Reques
 (any of those, or anything unusual, and llhttp reads the request, with all its checks).
 
 This module exists only compiled (setup.py builds it when it builds the data plane);
-interpreted, `haproxyd.proxy.upstream` has llhttp read every response.
+the compiled client and upstream call its scanners as C functions (canonical_head.pxd).
+Interpreted, they have llhttp read every request and response.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -161,14 +162,16 @@ cdef inline Py_ssize_t _field(
     return i
 
 
-def scan_response_head(bytes data):
-    """(head_end, status, status_line, kept, length, length_value, keep_alive) for a
-    canonical response head at the start of `data`, else None.
+cpdef tuple scan_response_head(bytes data):
+    """(head_end, status, status_line, kept, length, length_value, keep_alive, body) for
+    a canonical response head at the start of `data`, else None.
 
-    `status_line` is the first line, CRLF included (as the client gets it); `kept` is the head's header lines that are forwarded as they are (all but
-    Content-Length, Connection and the hop-by-hop ones), in order, joined; `length` is
-    the Content-Length and `length_value` its bytes; `keep_alive` False when the
-    backend said `Connection: close`."""
+    `status_line` is the first line, CRLF included (as the client gets it); `kept` is
+    the head's header lines that are forwarded as they are (all but Content-Length,
+    Connection and the hop-by-hop ones), in order, joined; `length` is the
+    Content-Length and `length_value` its bytes; `keep_alive` False when the backend
+    said `Connection: close`; `body` the bytes of the body in `data` (all of it or its
+    start, never more)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t i, name_start, name_len, value_start = 0, reason_end, r
@@ -247,6 +250,7 @@ def scan_response_head(bytes data):
         length,
         _slice(p, length_start, length_end),
         keep_alive,
+        _slice(p, head_end, n),
     )
 
 
@@ -280,7 +284,7 @@ cdef object _method(const unsigned char* p, Py_ssize_t n):
     return None
 
 
-def scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
+cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
     """(head_end, method, target, line, host, kept) for a canonical request head at
     `data[start:]` no longer than `limit` bytes, else None.
 

@@ -3,6 +3,7 @@ cimport cython
 
 from haproxyd.balancer.base cimport Balancer
 from haproxyd.balancer.state cimport Backend, Pool
+from haproxyd.proxy.canonical_head cimport scan_request_head
 from haproxyd.proxy.upstream cimport PoolRuntime, UpstreamConnection, UpstreamPool
 
 cdef class ProxyRuntimeBase:

@@ -1,5 +1,6 @@
 # Cython declarations for upstream.py (compiled when Cython is present; see setup.py).
 from haproxyd.balancer.state cimport Pool
+from haproxyd.proxy.canonical_head cimport scan_response_head
 from haproxyd.proxy.client cimport Exchange
 
 cdef class UpstreamConnection:
@@ -20,7 +21,7 @@ cdef class UpstreamConnection:
     cdef public bint _keep_alive_after
     cdef public bint _in_message
 
-    cpdef _scanned_response(self, Exchange exchange, bytes data, tuple head)
+    cpdef _scanned_response(self, Exchange exchange, tuple head)
     cpdef _scanned_body(self, Exchange exchange, bytes data, long long left)
     cpdef _next_message(self)
     cpdef send(self, Exchange exchange, bytes head)

@@ -130,7 +130,7 @@ class UpstreamConnection:
         ):
             head = scan_response_head(data)
             if head is not None:
-                self._scanned_response(exchange, data, head)
+                self._scanned_response(exchange, head)
                 return
         self._in_message = True  # llhttp reads this response (on_message_complete ends it)
         try:
@@ -150,22 +150,22 @@ class UpstreamConnection:
                 self.exchange.on_upstream_failed(self, "invalid response", str(exc))
             self.close()
 
-    def _scanned_response(self, exchange: Exchange, data: bytes, head: tuple) -> None:
-        """A response whose head `scan_response_head` read, with the start of its body
-        (or all of it) in `data`."""
-        end, status, line, kept, length, length_value, keep_alive = head
+    def _scanned_response(self, exchange: Exchange, head: tuple) -> None:
+        """A response whose head `scan_response_head` read (with the start of its body,
+        or all of it, that came in the same read)."""
+        _, status, line, kept, length, length_value, keep_alive, body = head
         # The same call the llhttp path makes: the backend's status line is already
         # the client's, `kept` stands for the forwarded header lines (joined), and the
         # Content-Length is the one special.
         exchange.on_response_head(status, [line, kept], [(CONTENT_LENGTH, length_value)])
         if self.exchange is not exchange:
             return  # the exchange let this connection go (a retried 5xx)
-        body = len(data) - end
-        if body:
-            exchange.bytes_out += body
-            exchange.out.append(data[end:])
-        if body < length:
-            self._body_left = length - body
+        received = len(body)
+        if received:
+            exchange.bytes_out += received
+            exchange.out.append(body)
+        if received < length:
+            self._body_left = length - received
             self._keep_alive_after = keep_alive
             exchange.client.touch()
             exchange.flush()

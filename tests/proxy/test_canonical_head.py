@@ -72,7 +72,7 @@ def check_response(data: bytes) -> tuple | None:
     head = scan_response_head(data)
     if head is None:
         return None
-    end, status, line, kept, length, length_value, keep_alive = head
+    end, status, line, kept, length, length_value, keep_alive, body = head
     events = _Events()
     parser = events.parser = httptools.HttpResponseParser(events)
     parser.feed_data(data)  # must not raise: the scanner accepts only what llhttp does
@@ -85,7 +85,7 @@ def check_response(data: bytes) -> tuple | None:
     assert _lines(kept) == forwarded
     lengths = [v for n, v in events.headers if n.lower() == b"content-length"]
     assert lengths == [length_value] and int(length_value) == length
-    assert data[end:] == events.body  # the head ends where llhttp's body begins
+    assert data[end:] == body == events.body  # the head ends where llhttp's body begins
     assert events.complete == (len(data) - end == length)
     return head
 
@@ -122,13 +122,14 @@ def test_a_typical_response_is_scanned() -> None:
         b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n"
         b'Keep-Alive: timeout=5\r\nETag: "abc"\r\n\r\nhello'
     )
-    end, status, line, kept, length, length_value, keep_alive = check_response(data)
-    assert (status, line, length, length_value, keep_alive) == (
+    end, status, line, kept, length, length_value, keep_alive, body = check_response(data)
+    assert (status, line, length, length_value, keep_alive, body) == (
         200,
         b"HTTP/1.1 200 OK\r\n",
         5,
         b"5",
         True,
+        b"hello",
     )
     assert kept == (
         b"Server: nginx\r\nDate: Tue, 01 Dec 2026 15:00:00 GMT\r\n"
