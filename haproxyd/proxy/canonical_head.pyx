@@ -289,9 +289,10 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
     `data[start:]` no longer than `limit` bytes, else None.
 
     `line` is the request line with its CRLF, which in a canonical head is exactly the
-    line the proxy sends on (`method SP target SP HTTP/1.1`). `kept` is the header lines forwarded as they are (all but the hop-by-hop ones and
-    the X-Forwarded-Proto and -Host the proxy sets itself; Host included), in order,
-    joined; `host` is the Host value."""
+    line the proxy sends on (`method SP target SP HTTP/1.1`). `kept` is the header
+    lines forwarded as they are (all but the hop-by-hop ones and the X-Forwarded-Proto
+    and -Host the proxy sets itself; Host included), in order, joined; `host` is the
+    Host value."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t i, name_start, name_len, value_start = 0, target_start, target_end
