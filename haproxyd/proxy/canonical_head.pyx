@@ -73,19 +73,29 @@ cdef inline bint _named(const unsigned char* p, Py_ssize_t n, const char* lower,
     return True
 
 
-cdef inline bint _hop_by_hop(const unsigned char* name, Py_ssize_t n):
-    """The hop-by-hop headers both directions drop (Connection is each scanner's own).
-    Asked of every forwarded header, so the first letter picks the names to compare."""
+cdef enum:
+    KEEP = 0
+    DROP = 1
+    NOT_OURS = 2  # a header llhttp acts on that the scanner does not: llhttp's case
+
+
+cdef inline int _hop_by_hop(const unsigned char* name, Py_ssize_t n):
+    """DROP for the hop-by-hop headers both directions drop (Connection is each
+    scanner's own), NOT_OURS for Proxy-Connection (llhttp takes its `close` and
+    `keep-alive` as Connection's, so only llhttp may read a head that has one), else
+    KEEP. Asked of every forwarded header, so the first letter picks the names."""
     cdef unsigned char c = name[0] | 0x20
     if c == 107:  # k
-        return _named(name, n, b"keep-alive", 10)
+        return DROP if _named(name, n, b"keep-alive", 10) else KEEP
     if c == 116:  # t
-        return _named(name, n, b"te", 2) or _named(name, n, b"trailer", 7)
+        return DROP if _named(name, n, b"te", 2) or _named(name, n, b"trailer", 7) else KEEP
     if c == 112:  # p
-        return (_named(name, n, b"proxy-connection", 16)
-                or _named(name, n, b"proxy-authenticate", 18)
-                or _named(name, n, b"proxy-authorization", 19))
-    return False
+        if _named(name, n, b"proxy-connection", 16):
+            return NOT_OURS
+        if (_named(name, n, b"proxy-authenticate", 18)
+                or _named(name, n, b"proxy-authorization", 19)):
+            return DROP
+    return KEEP
 
 
 cdef struct Kept:
@@ -181,7 +191,7 @@ cpdef tuple scan_response_head(bytes data):
     cdef int status
     cdef bint keep_alive = True
     cdef Kept kept
-    cdef bint drop
+    cdef int drop  # KEEP, DROP or NOT_OURS
     cdef unsigned char c
     kept.lines = kept.ranges = kept.total = 0
 
@@ -208,7 +218,7 @@ cpdef tuple scan_response_head(bytes data):
         if i == NOT_CANONICAL:
             return None
         name_len = value_start - 2 - name_start
-        drop = False
+        drop = KEEP
         c = p[name_start] | 0x20
         if c == 99:  # c
             if _named(p + name_start, name_len, b"content-length", 14):
@@ -221,13 +231,13 @@ cpdef tuple scan_response_head(bytes data):
                     length = length * 10 + (p[r] - 48)
                 length_start = value_start
                 length_end = i
-                drop = True
+                drop = DROP
             elif _named(p + name_start, name_len, b"connection", 10):
                 if _named(p + value_start, i - value_start, b"close", 5):
                     keep_alive = False
                 elif not _named(p + value_start, i - value_start, b"keep-alive", 10):
                     return None  # Connection names headers, or upgrade: llhttp's case
-                drop = True
+                drop = DROP
         elif c == 116:  # t
             if _named(p + name_start, name_len, b"transfer-encoding", 17):
                 return None
@@ -237,8 +247,10 @@ cpdef tuple scan_response_head(bytes data):
                 return None
         else:
             drop = _hop_by_hop(p + name_start, name_len)
+        if drop == NOT_OURS:
+            return None
         i += 2
-        if not drop:
+        if drop == KEEP:
             _keep(&kept, name_start, i)
     if length < 0 or n - head_end > length:
         return None
@@ -299,7 +311,7 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
     cdef Py_ssize_t head_end
     cdef Py_ssize_t host_start = -1, host_end = 0
     cdef Kept kept
-    cdef bint drop
+    cdef int drop  # KEEP, DROP or NOT_OURS
     cdef unsigned char c
     kept.lines = kept.ranges = kept.total = 0
 
@@ -329,7 +341,7 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
         if i == NOT_CANONICAL:
             return None  # (or the head goes on past this read, or past the limit)
         name_len = value_start - 2 - name_start
-        drop = False
+        drop = KEEP
         c = p[name_start] | 0x20
         if c == 104:  # h
             if _named(p + name_start, name_len, b"host", 4):
@@ -358,12 +370,15 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
             if (_named(p + name_start, name_len, b"x-forwarded-for", 15)
                     or _named(p + name_start, name_len, b"x-request-id", 12)):
                 return None
-            drop = (_named(p + name_start, name_len, b"x-forwarded-proto", 17)
-                    or _named(p + name_start, name_len, b"x-forwarded-host", 16))
+            if (_named(p + name_start, name_len, b"x-forwarded-proto", 17)
+                    or _named(p + name_start, name_len, b"x-forwarded-host", 16)):
+                drop = DROP
         else:
             drop = _hop_by_hop(p + name_start, name_len)
+        if drop == NOT_OURS:
+            return None
         i += 2
-        if not drop:
+        if drop == KEEP:
             _keep(&kept, name_start, i)
     if host_start < 0:
         return None

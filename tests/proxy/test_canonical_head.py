@@ -162,6 +162,9 @@ def test_connection_close_and_a_partial_body() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nxyz",  # bytes past the body
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: x-private\r\n\r\nx",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close, x\r\n\r\nx",
+        # llhttp reads Proxy-Connection as Connection: a close in it ends keep-alive.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nProxy-Connection: close\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nProxy-Connection: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-A: b\r\n c\r\n\r\nx",  # obs-fold
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\nX-A: b\r\n\r\nx",  # bare LF
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-A: b\x00c\r\n\r\nx",
@@ -307,6 +310,8 @@ def test_a_head_longer_than_the_limit_is_left_to_llhttp() -> None:
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
