@@ -79,16 +79,22 @@ cdef enum:
     NOT_OURS = 2  # a header llhttp acts on that the scanner does not: llhttp's case
 
 
-cdef inline int _hop_by_hop(const unsigned char* name, Py_ssize_t n):
-    """DROP for the hop-by-hop headers both directions drop (Connection is each
-    scanner's own), NOT_OURS for Proxy-Connection (llhttp takes its `close` and
-    `keep-alive` as Connection's, so only llhttp may read a head that has one), else
-    KEEP. Asked of every forwarded header, so the first letter picks the names."""
+cdef inline int _shared_kind(const unsigned char* name, Py_ssize_t n):
+    """What both scanners do with a header that is not one of their own (those start
+    with other letters): DROP the hop-by-hop ones (Connection is each scanner's own);
+    NOT_OURS for Transfer-Encoding and Upgrade, and for Proxy-Connection (llhttp takes
+    its `close` and `keep-alive` as Connection's), so that only llhttp reads a head
+    with one; else KEEP. Asked of most forwarded headers, so the first letter picks
+    the names to compare."""
     cdef unsigned char c = name[0] | 0x20
     if c == 107:  # k
         return DROP if _named(name, n, b"keep-alive", 10) else KEEP
     if c == 116:  # t
+        if _named(name, n, b"transfer-encoding", 17):
+            return NOT_OURS
         return DROP if _named(name, n, b"te", 2) or _named(name, n, b"trailer", 7) else KEEP
+    if c == 117:  # u
+        return NOT_OURS if _named(name, n, b"upgrade", 7) else KEEP
     if c == 112:  # p
         if _named(name, n, b"proxy-connection", 16):
             return NOT_OURS
@@ -238,15 +244,8 @@ cpdef tuple scan_response_head(bytes data):
                 elif not _named(p + value_start, i - value_start, b"keep-alive", 10):
                     return None  # Connection names headers, or upgrade: llhttp's case
                 drop = DROP
-        elif c == 116:  # t
-            if _named(p + name_start, name_len, b"transfer-encoding", 17):
-                return None
-            drop = _hop_by_hop(p + name_start, name_len)
-        elif c == 117:  # u
-            if _named(p + name_start, name_len, b"upgrade", 7):
-                return None
         else:
-            drop = _hop_by_hop(p + name_start, name_len)
+            drop = _shared_kind(p + name_start, name_len)
         if drop == NOT_OURS:
             return None
         i += 2
@@ -353,15 +352,8 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
             if (_named(p + name_start, name_len, b"content-length", 14)
                     or _named(p + name_start, name_len, b"connection", 10)):
                 return None
-        elif c == 116:  # t
-            if _named(p + name_start, name_len, b"transfer-encoding", 17):
-                return None
-            drop = _hop_by_hop(p + name_start, name_len)
         elif c == 101:  # e
             if _named(p + name_start, name_len, b"expect", 6):
-                return None
-        elif c == 117:  # u
-            if _named(p + name_start, name_len, b"upgrade", 7):
                 return None
         elif c == 118:  # v
             if _named(p + name_start, name_len, b"via", 3):
@@ -374,7 +366,7 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
                     or _named(p + name_start, name_len, b"x-forwarded-host", 16)):
                 drop = DROP
         else:
-            drop = _hop_by_hop(p + name_start, name_len)
+            drop = _shared_kind(p + name_start, name_len)
         if drop == NOT_OURS:
             return None
         i += 2

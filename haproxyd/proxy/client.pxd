@@ -94,7 +94,6 @@ cdef class Exchange:
 
 cdef class ClientProtocol:
     cdef public ProxyRuntimeBase runtime
-    cdef public RequestIds request_ids
     cdef public object clock
     cdef public bytes proto
     cdef public object transport

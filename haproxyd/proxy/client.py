@@ -735,7 +735,6 @@ class ClientProtocol:
         "peer_ip_bytes",
         "proto",
         "queue",
-        "request_ids",
         "requests",
         "runtime",
         "timeout_kind",
@@ -745,7 +744,6 @@ class ClientProtocol:
     def __init__(self, runtime: ProxyRuntime, *, tls: bool) -> None:
         self.runtime = runtime
         self.clock = runtime.loop.time  # the loop's clock: read several times per request
-        self.request_ids: RequestIds = runtime.request_ids
         self.proto = b"https" if tls else b"http"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
@@ -782,7 +780,7 @@ class ClientProtocol:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if len(runtime.connections) >= runtime.connection_limit:
             self.transport.write(
-                error_response(503, runtime.next_request_id(), "too many connections", close=True)
+                error_response(503, runtime.request_ids.next(), "too many connections", close=True)
             )
             self.transport.close()
             self.closed = True
@@ -1028,7 +1026,7 @@ class ClientProtocol:
         self._request_basics(exchange, method, keep_alive)
         runtime = self.runtime
         url = exchange.url
-        exchange.request_id = request_id = self.request_ids.next()
+        exchange.request_id = request_id = runtime.request_ids.next()
         pool = runtime.only_pool
         exchange.pool = pool if pool is not None else runtime.route(host, url)
         parts = exchange.parts
@@ -1068,7 +1066,7 @@ class ClientProtocol:
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
             framing = b""  # no body (llhttp reads none without a length or chunked)
-        exchange.request_id = request_id = meta.xrid or self.request_ids.next()
+        exchange.request_id = request_id = meta.xrid or runtime.request_ids.next()
         exchange.pool = pool = runtime.route(meta.host, url)
         exchange.head = build_request_head(
             b" ".join((method, url, b"HTTP/1.1\r\n")),
@@ -1231,7 +1229,7 @@ class ClientProtocol:
             request_id = (
                 self.current.request_id
                 if self.current and self.current.request_id
-                else (self.runtime.next_request_id())
+                else self.runtime.request_ids.next()
             )
             self.transport.write(error_response(status, request_id, reason, close=True))
             self.runtime.count_rejected(status)

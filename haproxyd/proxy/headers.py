@@ -138,11 +138,17 @@ def status_line(status: int, reason: bytes) -> bytes:
 
 def header_in_block(block: bytes, name: bytes) -> bytes | None:
     """The value of the first header `name` (lower case) in `block`, header lines
-    `Name: value` CRLF as the scanner (canonical_head) keeps them."""
-    for line in block.split(CRLF):
-        field, _, value = line.partition(SEP)
-        if field.lower() == name:
-            return value
+    `Name: value` CRLF as the scanner (canonical_head) keeps them. Walks the block in
+    place: only a name of the right length is copied, to compare it."""
+    size = len(name)
+    start = 0
+    end = block.find(CRLF)
+    while end >= 0:
+        colon = block.find(SEP, start, end)
+        if colon - start == size and block[start:colon].lower() == name:
+            return block[colon + 2 : end]
+        start = end + 2
+        end = block.find(CRLF, start)
     return None
 
 

@@ -344,9 +344,6 @@ class ProxyRuntime(ProxyRuntimeBase):
                 return pool
         return None
 
-    def next_request_id(self) -> bytes:
-        return self.request_ids.next()
-
     def count_rejected(self, status: int) -> None:
         self.rejected[status] = self.rejected.get(status, 0) + 1
 

@@ -160,25 +160,18 @@ class UpstreamConnection:
         exchange.on_response_head(status, [line, kept], [(CONTENT_LENGTH, length_value)])
         if self.exchange is not exchange:
             return  # the exchange let this connection go (a retried 5xx)
-        received = len(body)
-        if received:
-            exchange.bytes_out += received
-            exchange.out.append(body)
-        if received < length:
-            self._body_left = length - received
-            self._keep_alive_after = keep_alive
-            exchange.client.touch()
-            exchange.flush()
-        else:
-            exchange.complete(self, keep_alive, None)
+        self._keep_alive_after = keep_alive
+        self._scanned_body(exchange, body, length)
 
     def _scanned_body(self, exchange: Exchange, data: bytes, left: int) -> None:
-        """More body of a scanned response; `left` bytes of it were still to come."""
+        """Body of a scanned response (what came with its head, or a later read);
+        `left` bytes of it were still to come."""
         size = len(data)
         if size < left:
             self._body_left = left - size
-            exchange.bytes_out += size
-            exchange.out.append(data)
+            if size:  # (none: only the head came in this read)
+                exchange.bytes_out += size
+                exchange.out.append(data)
             exchange.client.touch()
             exchange.flush()
             return
@@ -189,8 +182,9 @@ class UpstreamConnection:
             data = data[:left]
             keep_alive = False
         self._body_left = 0
-        exchange.bytes_out += left
-        exchange.out.append(data)
+        if left:  # (none: an empty body)
+            exchange.bytes_out += left
+            exchange.out.append(data)
         exchange.complete(self, keep_alive, None)
 
     def eof_received(self) -> bool | None:

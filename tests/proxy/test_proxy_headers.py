@@ -171,3 +171,13 @@ def test_drop_named_keeps_order_of_the_rest():
     parts += [b"B", b": ", b"3", b"\r\n"]
     headers.drop_named(parts, 1, {b"x-s"})
     assert parts == [b"HEAD", b"A", b": ", b"1", b"\r\n", b"B", b": ", b"3", b"\r\n"]
+
+
+def test_header_in_block_finds_the_first_value_of_a_name_in_any_case():
+    block = b"Host: a\r\nX-User-Id: u1\r\nx-user-id: u2\r\nX-User: u3\r\nAccept: */*\r\n"
+    assert headers.header_in_block(block, b"x-user-id") == b"u1"
+    assert headers.header_in_block(block, b"x-user") == b"u3"  # not a prefix of another
+    assert headers.header_in_block(block, b"accept") == b"*/*"  # the last line
+    assert headers.header_in_block(block, b"host") == b"a"  # the first
+    assert headers.header_in_block(block, b"user-id") is None
+    assert headers.header_in_block(b"", b"host") is None

@@ -15,7 +15,7 @@ def test_request_ids_are_prefix_dash_eight_hex_digits_across_table_boundaries():
         prefix = runtime.request_ids.prefix
         assert len(prefix.split(b"-")) == 2  # random part, pid
         for n in range(1, 3 * 4096 + 5):  # three turns of the 4,096-entry table
-            assert runtime.next_request_id() == b"%s-%08x" % (prefix, n)
+            assert runtime.request_ids.next() == b"%s-%08x" % (prefix, n)
     finally:
         loop.close()
     ids = RequestIds(b"p", 0xFFFFFFFF - 2)  # past eight digits: nine, as %08x does
