@@ -45,6 +45,7 @@ from helpers.daemon import (
     Daemon,
     attach_daemon,
     free_port,
+    free_ports,
     make_config,
 )
 from helpers.redis_server import RedisProcesses
@@ -152,9 +153,10 @@ def daemon(
     ) -> Daemon:
         workdir = tmp_path / f"haproxyd{len(started) + 1}"
         workdir.mkdir()
+        port, admin_port = free_ports(2)
         config = make_config(
-            port=free_port(),
-            admin_port=free_port(),
+            port=port,
+            admin_port=admin_port,
             workdir=workdir,
             backends=backend_entries(backends or []),
             pools=pools,

@@ -46,9 +46,20 @@ INSTALLED_FORM = dataplane_form()
 
 def free_port() -> int:
     """A port that was free a moment ago (bind 127.0.0.1:0, then release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that were free a moment ago. All are held bound until the
+    last is found: ports taken one after another, each released first, may repeat (the
+    kernel can hand the one just released out again)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,7 @@ import socket
 import tomllib
 
 import pytest
-from helpers.daemon import INSTALLED_FORM, REPO_ROOT, free_port, make_config, run_cli
+from helpers.daemon import INSTALLED_FORM, REPO_ROOT, free_ports, make_config, run_cli
 from helpers.http1 import build_request, connect_refused, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,9 +38,10 @@ def test_pure_python_switch_runs_the_data_plane_interpreted():
 def test_check_accepts_a_good_config(tmp_path):
     import yaml
 
+    port, admin_port = free_ports(2)
     config = make_config(
-        port=free_port(),
-        admin_port=free_port(),
+        port=port,
+        admin_port=admin_port,
         workdir=tmp_path,
         backends=[{"id": "b1", "address": "127.0.0.1:9001"}],
     )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from helpers.backends import Backend, BackendLoop
-from helpers.daemon import Daemon, attach_daemon, free_port, make_config
+from helpers.daemon import Daemon, attach_daemon, free_ports, make_config
 from helpers.http1 import Conn, build_request, chunked
 
 pytestmark = pytest.mark.timeout(30)
@@ -30,9 +30,10 @@ def shared(
 ) -> Iterator[tuple[Daemon, Backend]]:
     b1 = Backend(backend_loop, "b1").start()
     workdir = tmp_path_factory.mktemp("malformed")
+    port, admin_port = free_ports(2)
     config = make_config(
-        port=free_port(),
-        admin_port=free_port(),
+        port=port,
+        admin_port=admin_port,
         workdir=workdir,
         backends=[b1.config()],
         limits={"max_header_bytes": 8192, "max_body_bytes": MAX_BODY},
