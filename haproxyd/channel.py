@@ -37,6 +37,10 @@ class Channel:
         self._buffer = bytearray()
         self._fds: collections.deque[int] = collections.deque()
         self._send_lock = asyncio.Lock()
+        # (loop, future) of a recv/send waiting on the descriptor, for `close`.
+        self._reader: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self.closed = False
 
     @staticmethod
     def pair() -> tuple[socket.socket, socket.socket]:
@@ -44,39 +48,40 @@ class Channel:
 
     async def send(self, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
         payload = json.dumps(message, separators=(",", ":")).encode()
-        frame = _HEADER.pack(len(payload)) + payload
-        loop = asyncio.get_running_loop()
+        view = memoryview(_HEADER.pack(len(payload)) + payload)
         async with self._send_lock:  # frames (and their descriptors) stay in order
             if fds:
                 # The descriptors ride on the first bytes; the rest follows as usual.
                 while True:
+                    self._check_open()
                     try:
-                        sent = socket.send_fds(self.sock, [frame], list(fds))
+                        sent = socket.send_fds(self.sock, [view], list(fds))
                         break
-                    except BlockingIOError:
-                        await asyncio.sleep(0.01)
-                frame = frame[sent:]
-            if frame:
-                await loop.sock_sendall(self.sock, frame)
+                    except (BlockingIOError, InterruptedError):
+                        await self._wait_ready(writing=True)
+                view = view[sent:]
+            while view:
+                self._check_open()
+                try:
+                    view = view[self.sock.send(view) :]
+                except (BlockingIOError, InterruptedError):
+                    await self._wait_ready(writing=True)
+                except OSError as exc:
+                    raise ChannelClosed(str(exc)) from exc
 
     async def recv(self) -> tuple[dict[str, Any], list[socket.socket]]:
         """The next message and the sockets that came with it."""
-        loop = asyncio.get_running_loop()
         while True:
             message = self._parse()
             if message is not None:
                 count = int(message.get("nfds", 0))
                 sockets = [socket.socket(fileno=self._fds.popleft()) for _ in range(count)]
                 return message, sockets
-            future: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(self.sock.fileno(), future.set_result, None)
-            try:
-                await future
-            finally:
-                loop.remove_reader(self.sock.fileno())
+            self._check_open()
             try:
                 data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 64)
             except (BlockingIOError, InterruptedError):
+                await self._wait_ready(writing=False)
                 continue
             except OSError as exc:
                 raise ChannelClosed(str(exc)) from exc
@@ -84,6 +89,34 @@ class Channel:
                 raise ChannelClosed("peer closed the channel")
             self._buffer += data
             self._fds.extend(fds)
+
+    async def _wait_ready(self, *, writing: bool) -> None:
+        """Until the socket is readable (or writable). The registration with the loop is
+        this channel's own, so that `close` can take it back before the descriptor goes:
+        closing a descriptor the loop still polls aborts uvloop (epoll on a stale fd)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        fd = self.sock.fileno()
+        if writing:
+            loop.add_writer(fd, _wake, future)
+            self._writer = (loop, future)
+        else:
+            loop.add_reader(fd, _wake, future)
+            self._reader = (loop, future)
+        try:
+            await future
+        finally:
+            # `close` may have unregistered it (and failed the future) already.
+            if writing and self._writer is not None and self._writer[1] is future:
+                self._writer = None
+                loop.remove_writer(fd)
+            elif not writing and self._reader is not None and self._reader[1] is future:
+                self._reader = None
+                loop.remove_reader(fd)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ChannelClosed("channel closed")
 
     def _parse(self) -> dict[str, Any] | None:
         buffer = self._buffer
@@ -106,7 +139,25 @@ class Channel:
         return message
 
     def close(self) -> None:
+        """Unregister from the loop first, then close (safe while a `recv` or `send` is
+        waiting: it gets ChannelClosed)."""
+        if self.closed:
+            return
+        self.closed = True
+        fd = self.sock.fileno()
+        for waiting, remove in ((self._reader, "remove_reader"), (self._writer, "remove_writer")):
+            if waiting is not None:
+                loop, future = waiting
+                getattr(loop, remove)(fd)
+                if not future.done():
+                    future.set_exception(ChannelClosed("channel closed"))
+        self._reader = self._writer = None
         for fd in self._fds:
             socket.close(fd)
         self._fds.clear()
         self.sock.close()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -7,8 +7,9 @@ Two process models, chosen by `workers:` at start:
 
 Signal handlers only enqueue; `Daemon.run` acts on the queue (HAProxy `signal.c`,
 uvicorn's supervisor). Shutdown is staged: stop accepting -> let in-flight requests
-finish within `timeouts.shutdown` (idle keep-alive connections close at once, busy ones
-after their current response, which carries `Connection: close`) -> cut the rest.
+finish within `timeouts.shutdown` (idle keep-alive connections close after
+`timeouts.drain_grace`, busy ones after their current response, which carries
+`Connection: close`) -> cut the rest.
 """
 
 from __future__ import annotations

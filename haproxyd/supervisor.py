@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from haproxyd.balancer.state import Pool
 from haproxyd.channel import Channel, ChannelClosed
 from haproxyd.proxy.runtime import backend_state_message
+from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from haproxyd.daemon import Daemon
@@ -49,7 +50,8 @@ class WorkerProcess:
         self.applied = asyncio.Event()
         self.snapshot: dict[str, Any] | None = None
         self.retiring = False
-        self.tasks: list[asyncio.Task[None]] = []
+        self.reader: asyncio.Task[None] | None = None  # messages from the worker
+        self.watcher: asyncio.Task[None] | None = None  # its exit
 
 
 class WorkerSet:
@@ -98,8 +100,8 @@ class WorkerSet:
             child.close()
         worker = WorkerProcess(slot, process, Channel(parent))
         self.workers[slot] = worker
-        worker.tasks.append(asyncio.create_task(self._read(worker)))
-        worker.tasks.append(asyncio.create_task(self._watch(worker)))
+        worker.reader = asyncio.create_task(self._read(worker))
+        worker.watcher = asyncio.create_task(self._watch(worker))
         await self._send_config(worker, first=True)
         log.info("worker %d started (pid %d)", slot, worker.pid)
         return worker
@@ -162,6 +164,9 @@ class WorkerSet:
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
         self.retiring.discard(worker)
+        # The reader first (it unregisters the descriptor from the loop), then the
+        # channel: closing a descriptor uvloop still polls aborts the master.
+        await cancel_and_wait(worker.reader)
         worker.channel.close()
         if self.stopping or worker.retiring:
             return
@@ -262,5 +267,6 @@ class WorkerSet:
                     worker.process.kill()
                 await worker.process.wait()
         for worker in workers:
-            for task in worker.tasks:
-                task.cancel()
+            for task in (worker.reader, worker.watcher):
+                if task is not None:
+                    task.cancel()

@@ -283,6 +283,15 @@ class Timeouts(_Section):
     shutdown: Duration = Field(
         15.0, gt=0, description="Draining in-flight requests on SIGTERM/SIGINT."
     )
+    drain_grace: Duration = Field(
+        1.0,
+        ge=0,
+        description=(
+            "On stop (or a worker's retirement), how long an idle client connection stays "
+            "open: a request that arrives meanwhile is served, with `Connection: close`, "
+            "instead of meeting a closed connection; 0 closes idle connections at once."
+        ),
+    )
 
 
 class Limits(_Section):
@@ -835,8 +844,7 @@ class ClusterConfig(_Section):
             # The leader acts only until 80% of the lease after a renewal and renews
             # once a heartbeat: a shorter lease would lapse between two renewals.
             raise ValueError(
-                f"lease_ttl ({value:g}s) must be at least twice heartbeat_interval "
-                f"({heartbeat:g}s)"
+                f"lease_ttl ({value:g}s) must be at least twice heartbeat_interval ({heartbeat:g}s)"
             )
         return value
 

@@ -113,7 +113,6 @@ cdef class ClientProtocol:
     cdef public bint _eof
     cdef public bint _parsing
     cdef public long long requests
-    cdef public double accepted
 
     cpdef pause_reading_for(self, int reason)
     cpdef resume_reading_for(self, int reason)

@@ -725,7 +725,6 @@ class ClientProtocol:
         "_parsing",
         "_paused",
         "_tunnel",
-        "accepted",
         "clock",
         "closed",
         "current",
@@ -762,7 +761,6 @@ class ClientProtocol:
         self._eof = False  # the client half-closed
         self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
-        self.accepted = 0.0  # loop time of the accept
 
     # -- asyncio.Protocol --
 
@@ -786,7 +784,7 @@ class ClientProtocol:
             self.closed = True
             return
         runtime.connections.add(self)
-        self.accepted = now = self.clock()
+        now = self.clock()
         self.deadline = now + runtime.header_timeout
         self.timeout_kind = T_HEADER
 
@@ -1251,9 +1249,3 @@ class ClientProtocol:
     def idle(self) -> bool:
         """No request in flight or being received (safe to close on shutdown)."""
         return not self.queue and self.current is None and self._tunnel is None
-
-    def fresh(self, now: float, grace: float) -> bool:
-        """Accepted less than `grace` ago and no request yet: its client has connected
-        and is about to send one, so a shutdown waits for it rather than close a
-        connection that was accepted and never answered."""
-        return self.requests == 0 and now - self.accepted < grace

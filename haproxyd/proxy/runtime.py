@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haproxyd.runtime")
 
-# On shutdown, how long a connection accepted just before it has to send its request.
-FRESH_GRACE = 1.0
-
 _BALANCER_OPTIONS = (
     "hash_key",
     "virtual_nodes",
@@ -402,19 +399,26 @@ class ProxyRuntime(ProxyRuntimeBase):
                         upstream.expire(now)
 
     async def drain(self, servers: list[asyncio.Server], timeout: float) -> None:
-        """Staged shutdown of the data plane: stop accepting, close idle keep-alive
-        connections, let busy ones finish their exchange (answered with
-        `Connection: close`) for up to `timeout` seconds, then cut what is left."""
+        """Staged shutdown of the data plane: stop accepting; serve what arrives on idle
+        keep-alive connections for `timeouts.drain_grace` (each answer carries
+        `Connection: close`), then close the ones still idle; let busy ones finish their
+        exchange for up to `timeout` seconds in all, then cut what is left.
+
+        The grace window is Envoy's drain period in small: closing an idle connection at
+        the very instant of the signal races with a client that is sending on it, and
+        that client gets a reset for a request it cannot know was never seen."""
         self.draining = True
         for server in servers:
             await stop_accepting(self, server)
-        deadline = self.loop.time() + timeout
-        grace = min(FRESH_GRACE, self.cfg.timeouts.client_header, timeout)
+        started = self.loop.time()
+        deadline = started + timeout
+        close_idle_at = started + min(self.cfg.timeouts.drain_grace, timeout)
         while True:
             now = self.loop.time()
-            for conn in list(self.connections):
-                if conn.idle() and not conn.fresh(now, grace):
-                    conn.close()
+            if now >= close_idle_at:
+                for conn in list(self.connections):
+                    if conn.idle():
+                        conn.close()
             if not self.connections or now >= deadline:
                 break
             await asyncio.sleep(0.05)

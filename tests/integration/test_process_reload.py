@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import pytest
 from helpers.asserts import wait_stable
 from helpers.daemon import free_port, run_cli
-from helpers.http1 import build_request
+from helpers.http1 import build_request, wait_until
 from helpers.process import (
     LoadLoop,
     admin_json,
@@ -284,6 +285,12 @@ def test_shrinking_workers_serves_connections_queued_on_the_retired_slot(backend
         os.kill(retiring, signal.SIGCONT)
         for conn in conns:
             conn.close()
+    # The retired worker exits; the master outlives it (its channel's teardown once
+    # aborted the master right there) and keeps serving.
+    wait_until(lambda: _gone(retiring), timeout=20, what="the retired worker to exit")
+    assert d.alive(), d.diag()
+    with d.conn() as conn:
+        assert conn.request("GET", "/").status == 200
 
 
 def test_growing_while_a_retired_worker_drains_is_prompt(backend, daemon):
@@ -316,7 +323,60 @@ def test_growing_while_a_retired_worker_drains_is_prompt(backend, daemon):
         assert len(status["workers"]["pids"]) >= 3
         resp = slow.read_response(timeout=10)
         assert resp.status == 200 and resp.has_token("Connection", "close"), resp
+        wait_until(lambda: _gone(pids[2]), timeout=20, what="the retired worker to exit")
+        assert d.alive(), d.diag()
     finally:
         for conn in [*others, slow]:
             if conn is not None:
                 conn.close()
+
+
+async def test_resizing_workers_under_load_keeps_the_master_and_every_request(backend, daemon):
+    """What an operator does: edit `workers:` and SIGHUP, again and again, under load.
+    Every retired worker drains and exits while the master keeps running; no request
+    fails (the retiring worker's connections finish on it, new ones go to the others)."""
+    b1 = backend("b1")
+    d = daemon([b1], extra={"workers": 3})
+    await asyncio.to_thread(wait_workers, d, 3)
+    load = LoadLoop(d.port, clients=24, duration=90).start()
+    retired: list[int] = []
+    try:
+        await load.wait_ok(200)
+        for done, count in enumerate((2, 3, 2, 4, 2)):
+            before = set(
+                (await asyncio.to_thread(admin_json, d, "/api/v1/ha/status"))["workers"]["pids"]
+            )
+            status = await asyncio.to_thread(_reload, d, count, done)
+            pids = status["workers"]["pids"]
+            assert len(pids) == count, status["workers"]
+            retired += sorted(before - set(pids))
+            # Each retired worker exits (it has no slow request to finish) ...
+            for pid in retired:
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda pid=pid: _gone(pid),
+                    timeout=20,
+                    what=f"retired worker {pid} to exit",
+                )
+            # ... and the master outlives it, still serving.
+            assert d.alive(), d.stderr_text()[-2000:]
+            await load.wait_ok(load.stats.ok + 200)
+    finally:
+        stats = await load.stop()
+    assert d.alive(), d.stderr_text()[-2000:]
+    assert len(retired) == 1 + 1 + 2, retired
+    assert not stats.failures, (
+        f"{len(stats.failures)} failed of {stats.ok + len(stats.failures)}: "
+        f"{[str(f) for f in stats.failures[:10]]}"
+    )
+    stderr = d.stderr_text()
+    assert "Fatal Python error" not in stderr and "master gone" not in stderr, stderr[-2000:]
+    status = admin_json(d, "/api/v1/ha/status")
+    assert len(status["workers"]["pids"]) == 2 and status["workers"]["restarts"] == 0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

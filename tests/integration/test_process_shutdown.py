@@ -1,13 +1,15 @@
 """SIGTERM under load, with one process and with a master and two workers: requests
-accepted before the signal complete, idle connections close, the process exits 0."""
+accepted before the signal complete, a request on an idle connection within the grace
+window is served, idle connections then close, the process exits 0."""
 
 from __future__ import annotations
 
 import signal
+import time
 
 import psutil
 import pytest
-from helpers.http1 import ConnectionClosed, connect_refused
+from helpers.http1 import ConnectionClosed, connect_refused, wait_until
 from helpers.process import wait_workers
 
 pytestmark = pytest.mark.timeout(60)
@@ -16,9 +18,16 @@ SLOW = 10  # requests in flight when SIGTERM arrives
 IDLE = 4  # idle keep-alive connections at that moment
 
 
-def _start(backend, daemon, workers: int):
+GRACE = 4.0  # timeouts.drain_grace: long enough to act in, on a busy machine
+
+
+def _start(backend, daemon, workers: int, grace: str = f"{GRACE:g}s"):
     b1 = backend("b1")
-    d = daemon([b1], extra={"workers": workers}, timeouts={"shutdown": "10s"})
+    d = daemon(
+        [b1],
+        extra={"workers": workers},
+        timeouts={"shutdown": "10s", "drain_grace": grace},
+    )
     status = wait_workers(d, workers)
     return b1, d, status
 
@@ -48,8 +57,19 @@ def _drain_under_load(b1, d, idle, slow) -> None:
     b1.wait_for_requests(IDLE + SLOW)  # every slow request has reached the backend
 
     d.send_signal(signal.SIGTERM)
-    for conn in idle:  # idle connections are closed at once, not kept to the end
-        assert conn.wait_closed(timeout=2.0), "an idle keep-alive connection stayed open"
+    signalled = time.monotonic()
+    # The drain has begun once the listening sockets are gone.
+    wait_until(lambda: connect_refused(d.port), timeout=5, what="the listener to close")
+    # A request on an idle keep-alive connection in the grace window is served (and
+    # told the connection ends) rather than met by a reset.
+    resp = idle[0].request("GET", "/late", timeout=5)
+    assert resp.status == 200 and resp.json()["target"] == "/late", resp
+    assert resp.has_token("Connection", "close"), resp
+    assert idle[0].wait_closed(timeout=2.0)
+    # The ones left idle close when the window ends, not at the end of the drain.
+    for conn in idle[1:]:
+        assert conn.wait_closed(timeout=GRACE + 3.0), "an idle connection stayed open"
+    assert time.monotonic() - signalled >= GRACE - 0.5, "idle ones closed before the window"
     assert all(c.is_open() and not c.buf for c in slow), "closed idle ones only at the end"
     for i, conn in enumerate(slow):
         resp = conn.read_response(timeout=10)
@@ -61,7 +81,8 @@ def _drain_under_load(b1, d, idle, slow) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_refuses_new_connections_while_draining(backend, daemon, workers):
-    b1, d, _ = _start(backend, daemon, workers)
+    # drain_grace 0: idle connections close at the signal.
+    b1, d, _ = _start(backend, daemon, workers, grace="0s")
     with d.conn(timeout=10) as probe, d.conn(timeout=10) as slow:
         assert probe.request("GET", "/").status == 200
         slow.send(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: test.local\r\n\r\n")
