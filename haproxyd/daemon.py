@@ -97,6 +97,7 @@ class Daemon:
         await self.admin.start()
         if self.workers is not None and self.admin.state is not None:
             self.admin.state.worker_snapshots = self.workers.snapshots
+            self.admin.state.worker_counters = self.workers.live_counters
         if cfg.cluster.enabled:
             # Last: it needs the admin URL, and may apply a newer shared config.
             self.cluster = ClusterManager(self)

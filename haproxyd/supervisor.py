@@ -34,6 +34,7 @@ READY_TIMEOUT = 20.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a worker up this long resets its slot's back-off
+COUNTERS_TIMEOUT = 2.0  # a worker's answer to `live_counters`
 
 
 class WorkerProcess:
@@ -50,6 +51,7 @@ class WorkerProcess:
         self.applied = asyncio.Event()
         self.snapshot: dict[str, Any] | None = None
         self.retiring = False
+        self.queries: dict[int, asyncio.Future[list[dict[str, Any]]]] = {}  # by id
         self.reader: asyncio.Task[None] | None = None  # messages from the worker
         self.watcher: asyncio.Task[None] | None = None  # its exit
 
@@ -65,6 +67,7 @@ class WorkerSet:
         self._backoff: dict[int, float] = {}
         self._retired: list[dict[str, Any]] = []  # last snapshots of workers that are gone
         self._sends: set[asyncio.Task[None]] = set()
+        self._queries = 0  # ids of `live_counters` questions
 
     # -- lifecycle --
 
@@ -144,6 +147,10 @@ class WorkerSet:
                 elif op == "applied":
                     worker.applied_version = int(message.get("version") or 0)
                     worker.applied.set()
+                elif op == "counters":
+                    query = worker.queries.pop(int(message.get("id") or 0), None)
+                    if query is not None and not query.done():
+                        query.set_result(list(message.get("backends") or []))
 
     def _replay_passive(self, items: list[list[Any]]) -> None:
         runtime = self.daemon.runtime
@@ -164,6 +171,9 @@ class WorkerSet:
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
         self.retiring.discard(worker)
+        for query in worker.queries.values():  # no answer is coming
+            if not query.done():
+                query.set_exception(ChannelClosed("worker exited"))
         # The reader first (it unregisters the descriptor from the loop), then the
         # channel: closing a descriptor uvloop still polls aborts the master.
         await cancel_and_wait(worker.reader)
@@ -242,6 +252,28 @@ class WorkerSet:
         workers = [*self.workers.values(), *self.retiring]
         live = [w.snapshot for w in workers if w.snapshot is not None]
         return self._retired + live
+
+    async def live_counters(self, timeout: float = COUNTERS_TIMEOUT) -> list[list[dict[str, Any]]]:
+        """Every worker's backend counters (`metrics.backend_counters`), asked now, and
+        those of workers that are gone (with nothing in flight). A worker that does not
+        answer within `timeout` counts with its last snapshot."""
+        workers = [*self.workers.values(), *self.retiring]
+        answers = await asyncio.gather(*(self._ask_counters(w, timeout) for w in workers))
+        return [s["backends"] for s in self._retired] + answers
+
+    async def _ask_counters(self, worker: WorkerProcess, timeout: float) -> list[dict[str, Any]]:
+        self._queries += 1
+        query_id = self._queries
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        worker.queries[query_id] = future
+        try:
+            await worker.channel.send({"op": "counters", "id": query_id})
+            return await asyncio.wait_for(future, timeout)
+        except (OSError, ChannelClosed, TimeoutError):
+            snapshot = worker.snapshot
+            return list(snapshot["backends"]) if snapshot is not None else []
+        finally:
+            worker.queries.pop(query_id, None)
 
     def pids(self) -> list[int]:
         return [w.pid for _, w in sorted(self.workers.items())]

@@ -18,7 +18,7 @@ import signal
 import socket
 from typing import Any
 
-from haproxyd.admin.metrics import RequestStats
+from haproxyd.admin.metrics import RequestStats, backend_counters
 from haproxyd.balancer.state import Backend
 from haproxyd.channel import Channel, ChannelClosed
 from haproxyd.config import validate_document
@@ -121,6 +121,16 @@ class Worker:
                     )
                 elif op == "shed":
                     self.runtime.shedding = bool(message.get("on"))
+                elif op == "counters":
+                    # The master asks now (a drain waiting for in-flight requests to
+                    # end): a one-second-old snapshot would answer too early.
+                    await self.channel.send(
+                        {
+                            "op": "counters",
+                            "id": message.get("id"),
+                            "backends": backend_counters(self.runtime.pools.values()),
+                        }
+                    )
                 elif op == "stop":
                     break
                 else:

@@ -233,7 +233,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    return web.json_response(_state(request).status())
+    return web.json_response(await _state(request).status())
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -257,13 +257,14 @@ async def list_backends(request: web.Request) -> web.Response:
     pool = request.query.get("pool")
     if pool is not None:
         _pool_or_404(state, pool)
-    return web.json_response({"backends": state.backends(pool)})
+    return web.json_response({"backends": await state.backends(pool)})
 
 
 async def get_backend(request: web.Request) -> web.Response:
     state = _state(request)
     pool, backend = _backend_or_404(state, request.match_info["id"])
-    return web.json_response(state.backend_view(pool, backend))
+    counters = await state.live_counters()
+    return web.json_response(state.backend_view(pool, backend, counters))
 
 
 async def health_checks(request: web.Request) -> web.Response:
@@ -398,9 +399,8 @@ async def add_backend(request: web.Request) -> web.Response:
     if word in ("drain", "maint"):
         pool_runtime.pool.set_state(bcfg.id, _target_state(state, pool_runtime.pool, backend, word))
     log.info("admin: added backend %s (%s) to pool %s", bcfg.id, backend.address, pool_name)
-    return web.json_response(
-        {**state.backend_view(pool_runtime, backend), **cluster_fields}, status=201
-    )
+    view = state.backend_view(pool_runtime, backend, await state.live_counters())
+    return web.json_response({**view, **cluster_fields}, status=201)
 
 
 async def patch_backend(request: web.Request) -> web.Response:
@@ -442,7 +442,8 @@ async def patch_backend(request: web.Request) -> web.Response:
     log.info(
         "admin: backend %s: weight=%s state=%s", backend.id, backend.weight, str(backend.state)
     )
-    return web.json_response({**state.backend_view(pool_runtime, backend), **cluster_fields})
+    view = state.backend_view(pool_runtime, backend, await state.live_counters())
+    return web.json_response({**view, **cluster_fields})
 
 
 async def delete_backend(request: web.Request) -> web.Response:
@@ -455,8 +456,6 @@ async def delete_backend(request: web.Request) -> web.Response:
     while True:
         pool_runtime, backend = _backend_or_404(state, backend_id)
         admin_state = backend.state in (BackendState.MAINT, BackendState.DRAINING)
-        if admin_state and backend.active == 0:
-            break
         if not admin_state:
             raise APIError(
                 409,
@@ -466,15 +465,19 @@ async def delete_backend(request: web.Request) -> web.Response:
                     "first (PATCH state=maint|drain)"
                 ],
             )
+        # In flight on this process and, asked now, on every worker.
+        counters = await state.live_counters()
+        view = state.backend_view(pool_runtime, backend, counters)
+        if view["active"] == 0:
+            break
         if loop.time() >= deadline:
             raise APIError(
                 409,
                 "backend busy",
-                [f"backend {backend_id!r} still has {backend.active} request(s) in flight"]
+                [f"backend {backend_id!r} still has {view['active']} request(s) in flight"]
                 + (["retry with ?wait=SECONDS"] if wait == 0 else [f"waited {wait:g}s"]),
             )
         await asyncio.sleep(WAIT_POLL)
-    view = state.backend_view(pool_runtime, backend)
     cluster_fields: dict[str, Any] = {}
     if _cluster(state) is not None:
         # Idle here (in maint or drained, nothing in flight on this node): every node

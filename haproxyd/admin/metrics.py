@@ -157,29 +157,50 @@ class RequestStats:
                     "backend_5xx": s.backend_5xx,
                 }
             )
-        backends = []
-        for runtime in pools:
-            for b in runtime.pool.backends.values():
-                backends.append(
-                    {
-                        "pool": runtime.name,
-                        "backend": b.id,
-                        "active": b.active,
-                        "sent": b.requests,
-                        "failures": b.failures,
-                        "selections": b.selections,
-                    }
-                )
         return {
             "version": SNAPSHOT_VERSION,
             "bounds": list(BUCKETS),
             "time": time.time(),
             "series": series,
-            "backends": backends,
+            "backends": backend_counters(pools),
         }
 
 
-_BACKEND_FIELDS = ("active", "sent", "failures", "selections")
+BACKEND_COUNTER_FIELDS = ("active", "sent", "failures", "selections")
+
+
+def backend_counters(pools: Iterable[PoolRuntime]) -> list[dict[str, Any]]:
+    """This process's data-plane counters of every live backend of `pools` (the
+    `backends` of a snapshot, and what a worker answers when the master asks now)."""
+    return [
+        {
+            "pool": runtime.name,
+            "backend": b.id,
+            "active": b.active,
+            "sent": b.requests,
+            "failures": b.failures,
+            "selections": b.selections,
+        }
+        for runtime in pools
+        for b in runtime.pool.backends.values()
+    ]
+
+
+def sum_backend_counters(
+    lists: Iterable[Iterable[dict[str, Any]]],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Several processes' `backend_counters`, summed by (pool, backend)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for items in lists:
+        for b in items:
+            key = (b["pool"], b["backend"])
+            into = out.get(key)
+            if into is None:
+                out[key] = dict(b)
+            else:
+                for name in BACKEND_COUNTER_FIELDS:
+                    into[name] += b[name]
+    return out
 
 
 def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -187,9 +208,10 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     Raises ValueError when two snapshots use different buckets."""
     bounds: list[float] | None = None
     series: dict[tuple[str, str], dict[str, Any]] = {}
-    backends: dict[tuple[str, str], dict[str, Any]] = {}
+    backend_lists: list[list[dict[str, Any]]] = []
     newest = 0.0
     for snap in snapshots:
+        backend_lists.append(snap["backends"])
         if bounds is None:
             bounds = list(snap["bounds"])
         elif list(snap["bounds"]) != bounds:
@@ -215,20 +237,12 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             into["sum"] += s["sum"]
             into["count"] += s["count"]
             into["backend_5xx"] += s["backend_5xx"]
-        for b in snap["backends"]:
-            key = (b["pool"], b["backend"])
-            into = backends.get(key)
-            if into is None:
-                backends[key] = dict(b)
-            else:
-                for name in _BACKEND_FIELDS:
-                    into[name] += b[name]
     return {
         "version": SNAPSHOT_VERSION,
         "bounds": bounds if bounds is not None else list(BUCKETS),
         "time": newest,
         "series": list(series.values()),
-        "backends": list(backends.values()),
+        "backends": list(sum_backend_counters(backend_lists).values()),
     }
 
 

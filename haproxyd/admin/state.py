@@ -24,17 +24,28 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from haproxyd import __version__
-from haproxyd.admin.metrics import RequestStats, code_class, merge, quantile
+from haproxyd.admin.metrics import (
+    BACKEND_COUNTER_FIELDS,
+    RequestStats,
+    backend_counters,
+    code_class,
+    merge,
+    quantile,
+    sum_backend_counters,
+)
 from haproxyd.balancer.state import Backend, BackendState
 from haproxyd.failover.events import EventLog
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from haproxyd.daemon import Daemon
     from haproxyd.proxy.runtime import PoolRuntime
 
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+# (pool, backend id) -> {"active", "sent", "failures", "selections", ...}
+BackendCounters = dict[tuple[str, str], dict[str, Any]]
 
 
 class AdminState:
@@ -48,6 +59,8 @@ class AdminState:
         self.events: EventLog = events if isinstance(events, EventLog) else EventLog()
         # Snapshots of other worker processes (a master sets this once workers exist).
         self.worker_snapshots: Callable[[], list[dict[str, Any]]] | None = None
+        # Their backend counters, asked now (`WorkerSet.live_counters`; same owner).
+        self.worker_counters: Callable[[], Awaitable[list[list[dict[str, Any]]]]] | None = None
         self.lock = asyncio.Lock()  # serialises config updates
         self.admin_address: str | None = None  # the bound admin address, once listening
 
@@ -76,11 +89,20 @@ class AdminState:
             snapshots.extend(self.worker_snapshots())
         return merge(snapshots)
 
+    async def live_counters(self) -> BackendCounters:
+        """Per (pool, backend): requests in flight, sent, failures and selections of
+        this process and every worker, as they are now (what a drain waits on)."""
+        lists = [backend_counters(self.pools())]
+        if self.worker_counters is not None:
+            lists.extend(await self.worker_counters())
+        return sum_backend_counters(lists)
+
     # -- views -------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         cfg = self.daemon.config
         node_health = self.node_health()
+        counters = await self.live_counters()
         pools = []
         for pool_runtime in self.pools():
             pool = pool_runtime.pool
@@ -95,7 +117,10 @@ class AdminState:
                     "backends": len(pool.backends),
                     "up": states["up"],
                     "selectable": len(pool.selectable),
-                    "active": sum(b.active for b in pool.backends.values()),
+                    "active": sum(
+                        counters.get((pool.name, b.id), _NO_COUNTERS)["active"]
+                        for b in pool.backends.values()
+                    ),
                     "states": states,
                     "healthy": bool(pool.selectable),
                     "decision": self.decision(pool.name),
@@ -149,8 +174,12 @@ class AdminState:
         node = health.node_status()
         return {"healthy": bool(node.healthy), "reasons": [str(r) for r in node.reasons]}
 
-    def backend_view(self, pool_runtime: PoolRuntime, backend: Backend) -> dict[str, Any]:
+    def backend_view(
+        self, pool_runtime: PoolRuntime, backend: Backend, counters: BackendCounters
+    ) -> dict[str, Any]:
+        """`counters`: `live_counters()` (summed over the workers)."""
         pool = pool_runtime.pool
+        counts = counters.get((pool.name, backend.id), _NO_COUNTERS)
         return {
             "id": backend.id,
             "pool": pool.name,
@@ -165,10 +194,10 @@ class AdminState:
             "state": str(backend.state),
             "state_age": round(max(0.0, time.monotonic() - backend.state_since), 3),
             "selectable": backend in pool.selectable,
-            "active": backend.active,
-            "requests": backend.requests,
-            "failures": backend.failures,
-            "selections": backend.selections,
+            "active": counts["active"],
+            "requests": counts["sent"],
+            "failures": counts["failures"],
+            "selections": counts["selections"],
             "health": self.backend_health(pool.name, backend),
         }
 
@@ -193,13 +222,14 @@ class AdminState:
             ],
         }
 
-    def backends(self, pool_name: str | None = None) -> list[dict[str, Any]]:
+    async def backends(self, pool_name: str | None = None) -> list[dict[str, Any]]:
+        counters = await self.live_counters()
         out = []
         for pool_runtime in self.pools():
             if pool_name is not None and pool_runtime.name != pool_name:
                 continue
             for backend in pool_runtime.pool.backends.values():
-                out.append(self.backend_view(pool_runtime, backend))
+                out.append(self.backend_view(pool_runtime, backend, counters))
         return out
 
     def lb_stats(self, pool_name: str | None = None) -> dict[str, Any]:
@@ -380,3 +410,7 @@ def _latency(bounds: list[float], buckets: list[int], total: float) -> dict[str,
         "p50": round(p50, 6) if p50 is not None else None,
         "p99": round(p99, 6) if p99 is not None else None,
     }
+
+
+# A backend that no process has counted yet (added a moment ago).
+_NO_COUNTERS: dict[str, Any] = dict.fromkeys(BACKEND_COUNTER_FIELDS, 0)

@@ -15,9 +15,10 @@ import time
 import psutil
 import pytest
 from helpers.asserts import assert_proxy_error
-from helpers.http1 import Conn, wait_until
+from helpers.http1 import Conn, build_request, wait_until
 from helpers.process import (
     LoadLoop,
+    admin_call,
     admin_json,
     connection_owners,
     total_requests,
@@ -180,3 +181,44 @@ def test_max_connections_is_shared_by_the_workers(backend, daemon):
     wait_until(serves, timeout=5, what="a 200 once the connections are gone")
     assert d.alive()
     assert admin_json(d, "/api/v1/ha/status")["workers"]["restarts"] == 0
+
+
+def test_backend_figures_and_drain_wait_count_every_worker(backend, daemon):
+    """With workers, a backend's live figures are the sum over the workers, asked now:
+    the drain workflow (drain, then `DELETE ?wait=`) waits for every worker's requests."""
+    b1, b2 = backend("b1"), backend("b2")
+    d = daemon([b1, b2], extra={"workers": 2})
+    pids = wait_workers(d, 2)["workers"]["pids"]
+    backends = "/api/v1/ha/load-balancer/backends"
+    assert admin_call(d, "PATCH", f"{backends}/b2", {"state": "maint"})[0] == 200
+
+    # 16 connections (a GET each), spread over both workers by SO_REUSEPORT, then a
+    # slow request on each: 16 in flight on b1, held by both workers.
+    conns, owners = _serve_on_fresh_connections(d, 16)
+    try:
+        assert set(owners.values()) == set(pids), f"one worker got every connection: {owners}"
+        for i, conn in enumerate(conns):
+            conn.send(build_request("GET", f"/slow?ms=3000&i={i}"))
+        sent = time.monotonic()
+        b1.wait_for_requests(32)
+        view = admin_json(d, f"{backends}/b1")
+        assert view["active"] == 16 and view["requests"] == 32, view
+        listed = admin_json(d, backends)["backends"]
+        assert [b["active"] for b in listed if b["id"] == "b1"] == [16], listed
+        assert admin_json(d, "/api/v1/ha/status")["pools"][0]["active"] == 16
+
+        code, body = admin_call(d, "PATCH", f"{backends}/b1", {"state": "drain"})
+        assert code == 200 and body["active"] == 16, body
+        code, body = admin_call(d, "DELETE", f"{backends}/b1")
+        assert code == 409 and "16 request(s) in flight" in str(body), body
+        # ?wait returns once the last slow request is answered, not before.
+        code, body = admin_call(d, "DELETE", f"{backends}/b1", query="wait=30")
+        assert code == 200 and body["removed"]["active"] == 0, body
+        assert time.monotonic() - sent >= 2.9, "DELETE ?wait returned with requests in flight"
+        for i, conn in enumerate(conns):
+            resp = conn.read_response(timeout=10)
+            assert resp.status == 200 and resp.json()["target"] == f"/slow?ms=3000&i={i}"
+        assert [b["id"] for b in admin_json(d, backends)["backends"]] == ["b2"]
+    finally:
+        for conn in conns:
+            conn.close()
