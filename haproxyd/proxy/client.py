@@ -166,6 +166,7 @@ class Exchange:
         "replay_bytes",
         "request_complete",
         "request_id",
+        "resent_unbudgeted",
         "response_started",
         "retrying",
         "reused",
@@ -229,6 +230,7 @@ class Exchange:
         self.replay: list[bytes] | None = None
         self.replay_bytes = 0
         self.retrying = False  # this attempt counts against the pool's retry budget
+        self.resent_unbudgeted = False  # the one resend after a close without response
         self.attempts = 0
         self.status = 0
         self.start = 0.0
@@ -656,10 +658,16 @@ class Exchange:
             return
         backend = self.backend
         self._finish_backend(ok=False)
-        if not got_bytes and backend is not None and not self.upgrade and (
-            self._retry(backend, "backend closed the connection", sent=True)
-        ):
-            return
+        if not got_bytes and backend is not None and not self.upgrade:
+            # Closed before a byte of the response: an idempotent request (held for
+            # replay) is resent once outside the retry budget (HAProxy's retry on a
+            # connection failure, Envoy's reset before response). A backend that
+            # dies fails every request in flight on it at once, more than the budget
+            # allows, while none of them can have had an effect a replay would repeat.
+            free = not self.resent_unbudgeted
+            if self._retry(backend, "backend closed the connection", sent=True, budget=not free):
+                self.resent_unbudgeted = True
+                return
         self.fail(502, "backend closed the connection", "upstream_closed")
 
     # -- endings --

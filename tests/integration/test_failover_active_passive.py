@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from helpers.backend_process import BackendProcess
 from helpers.failover import (
     CHECK,
     events,
@@ -162,3 +163,45 @@ def test_a_reload_keeps_the_decision_of_an_unchanged_pool(backend, daemon):
     kept = wait_decision(d, ["standby"])
     assert kept["version"] == version and kept["state"]["pinned"] == "standby"
     assert served_by(d, 10) == {"standby": 10}
+
+
+@pytest.mark.parametrize("clients", [16, 48])
+@pytest.mark.parametrize("upstream", ["keep-alive", "close"])
+async def test_primary_sigkilled_under_keepalive_load_costs_no_get(daemon, clients, upstream):
+    """The README's promise with the default retry settings: the primary's process is
+    killed (SIGKILL: every connection closes at once, mid-request for some) under
+    `clients` keep-alive connections, and no GET fails. The requests in flight on it
+    all fail at once, more than the retry budget allows: an idempotent request that got
+    no byte of a response is resent outside the budget, once, to another backend."""
+    close = upstream == "close"  # each request on a new backend connection
+    primary = BackendProcess("primary", close=close)
+    standby = BackendProcess("standby", close=close)
+    try:
+        pools = active_passive(primary, standby)
+        del pools["web"]["retries"]  # the defaults
+        d = daemon(pools=pools)
+        await asyncio.to_thread(wait_up, d, "primary", "standby")
+        await asyncio.to_thread(wait_decision, d, ["primary"])
+        load = LoadLoop(d.port, clients=clients, path="/", duration=40).start()
+        try:
+            await load.wait_ok(2000)
+            primary.kill()
+            await asyncio.to_thread(wait_decision, d, ["standby"], "web", DETECTION)
+            await load.wait_ok(load.stats.ok + 1000)
+        finally:
+            stats = await load.stop()
+    finally:
+        primary.stop()
+        standby.stop()
+    bad = [
+        {k: e[k] for k in ("status", "backend", "attempts", "termination")}
+        for e in d.access_log()
+        if e["status"] != 200
+    ]
+    assert not stats.failures and not bad, (
+        f"{len(stats.failures)} failed of {stats.ok + len(stats.failures)}",
+        [str(f) for f in stats.failures[:5]],
+        bad[:5],
+    )
+    retried = [e for e in d.access_log() if e["attempts"] >= 2 and e["backend"] == "standby"]
+    assert retried, "no request was retried: the kill did not meet a request in flight"
