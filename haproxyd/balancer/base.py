@@ -70,6 +70,19 @@ class Balancer:
         """The backend for this request, or None when no backend is available (503)."""
         raise NotImplementedError
 
+    def select_avoiding(self, ctx: RequestContext, tried: list[Backend]) -> Backend | None:
+        """For a retry: a backend that is not in `tried` (those this request already
+        failed on), or None when every usable one is. The algorithm's own choice when it
+        is not in `tried` (a hash keeps its affinity when it can), else the first usable
+        one in order that has room. O(n), on the retry path only."""
+        backend = self.select(ctx)
+        if backend is None or backend not in tried:
+            return backend
+        for candidate in self.backends:
+            if candidate not in tried and not candidate.full:
+                return candidate
+        return None
+
     def on_start(self, backend: Backend) -> None:
         """A request to `backend` started (its `active` is already incremented)."""
 

@@ -251,6 +251,24 @@ class RegionBalancer(Balancer):
             route = self._routes[None]
         return route.select(ctx)
 
+    def select_avoiding(self, ctx: RequestContext, tried: list[Backend]) -> Backend | None:
+        """For a retry: stay in the request's region while it has a candidate that has
+        not failed this request; once all of them have, leave it, for the regions its
+        route would spill to, in order, then any other. Health checks take a while to
+        mark a dead region down; until then its share still says "stay local"."""
+        backend = self.select(ctx)
+        if backend is None or backend not in tried:
+            return backend
+        route = self._routes.get(self.client_region(ctx)) or self._routes[None]
+        seen: list[Balancer] = []
+        for inner in (*route.balancers, *route.overflow, *self.inner.values()):
+            if inner not in seen:
+                seen.append(inner)
+                backend = inner.select_avoiding(ctx, tried)
+                if backend is not None:
+                    return backend
+        return None
+
     def on_start(self, backend: Backend) -> None:
         inner = self._region_of.get(backend)
         if inner is not None:

@@ -240,6 +240,16 @@ class Pool:
     def select(self, ctx: RequestContext) -> Backend | None:
         return self.balancer.select(ctx)
 
+    def select_retry(self, ctx: RequestContext, tried: list[Backend]) -> Backend | None:
+        """A backend for a retry: one this request has not failed on (`tried`), else the
+        failover machine's next in line, else None (every candidate failed it once)."""
+        backend = self.balancer.select_avoiding(ctx, tried)
+        if backend is None:
+            standby = self.retry_fallback
+            if standby is not None and standby not in tried and not standby.full:
+                return standby
+        return backend
+
     def on_start(self, backend: Backend) -> None:
         """An attempt on `backend`, which the balancer chose, begins."""
         backend.active += 1

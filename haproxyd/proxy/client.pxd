@@ -68,7 +68,7 @@ cdef class Exchange:
     cdef public bint response_started
     cdef public bint retrying
     cdef public bint reused
-    cdef public bint resent_unbudgeted
+    cdef public list tried
     cdef public list specials
     cdef public double start
     cdef public int status

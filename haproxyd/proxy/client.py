@@ -166,7 +166,6 @@ class Exchange:
         "replay_bytes",
         "request_complete",
         "request_id",
-        "resent_unbudgeted",
         "response_started",
         "retrying",
         "reused",
@@ -175,6 +174,7 @@ class Exchange:
         "status",
         "termination",
         "trailers",
+        "tried",
         "tunnel_buffer",
         "upgrade",
         "upstream",
@@ -230,7 +230,7 @@ class Exchange:
         self.replay: list[bytes] | None = None
         self.replay_bytes = 0
         self.retrying = False  # this attempt counts against the pool's retry budget
-        self.resent_unbudgeted = False  # the one resend after a close without response
+        self.tried: list[Backend] | None = None  # backends this request failed on
         self.attempts = 0
         self.status = 0
         self.start = 0.0
@@ -369,8 +369,9 @@ class Exchange:
     def _retry(
         self, failed: Backend, reason: str, *, sent: bool = False, budget: bool = True
     ) -> bool:
-        """Try the request again, on another backend if there is one (redispatch);
-        on the same one after min(connect timeout, 1 s) otherwise. `sent`: the request
+        """Try the request again, on a backend it has not failed on if there is one
+        (redispatch; `Pool.select_retry`), else on one it failed on after min(connect
+        timeout, 1 s). `sent`: the request
         reached the failed backend, so only idempotent requests whose body is still
         held for replay may go again. Bounded by `retries.attempts` and (unless
         `budget` is False) the pool's retry budget. Returns False when no retry
@@ -383,15 +384,20 @@ class Exchange:
             return False
         if budget and not pool.retry_allowed():
             return False
-        choice = pool.pool.select(self)
-        if choice is failed and len(pool.pool.selectable) > 1:
-            choice = pool.pool.select(self)  # prefer another backend
-        if choice is None or choice is failed:
-            standby = pool.pool.retry_fallback  # the failover machine's next in line
-            if standby is not None and standby is not failed and not standby.full:
-                choice = standby
+        tried = self.tried
+        if tried is None:
+            tried = self.tried = []
+        if failed not in tried:
+            tried.append(failed)
+        state = pool.pool
+        # Another backend (another region, once all of this one's have failed it),
+        # else the failover's next in line; when every candidate has failed the
+        # request once, the balancer's choice again, after a pause.
+        choice = state.select_retry(self, tried)
         if choice is None:
-            return False
+            choice = state.select(self)
+            if choice is None:
+                return False
         if log.isEnabledFor(logging.INFO):
             log.info("retry %s -> %s: %s", failed.id, choice.id, reason)
         pool.retries_active += 1
@@ -400,7 +406,7 @@ class Exchange:
         if sent:
             self.body_buffer = list(self.replay) if self.replay else None
         self.client.set_deadline(T_RESPONSE)
-        if choice is failed:
+        if choice in tried:
             delay = min(self.client.runtime.connect_timeout, 1.0)
             self.client.runtime.loop.call_later(delay, self._retry_same, choice)
         else:
@@ -658,16 +664,19 @@ class Exchange:
             return
         backend = self.backend
         self._finish_backend(ok=False)
-        if not got_bytes and backend is not None and not self.upgrade:
-            # Closed before a byte of the response: an idempotent request (held for
-            # replay) is resent once outside the retry budget (HAProxy's retry on a
-            # connection failure, Envoy's reset before response). A backend that
-            # dies fails every request in flight on it at once, more than the budget
-            # allows, while none of them can have had an effect a replay would repeat.
-            free = not self.resent_unbudgeted
-            if self._retry(backend, "backend closed the connection", sent=True, budget=not free):
-                self.resent_unbudgeted = True
-                return
+        # Closed before a byte of the response: an idempotent request (held for replay)
+        # is resent outside the retry budget (HAProxy's retry on a connection failure,
+        # Envoy's reset before response), each time to a backend it has not failed on,
+        # within `retries.attempts`. A backend that dies fails every request in flight
+        # on it at once, more than the budget allows, while none of them can have had
+        # an effect a replay would repeat.
+        if (
+            not got_bytes
+            and backend is not None
+            and not self.upgrade
+            and self._retry(backend, "backend closed the connection", sent=True, budget=False)
+        ):
+            return
         self.fail(502, "backend closed the connection", "upstream_closed")
 
     # -- endings --

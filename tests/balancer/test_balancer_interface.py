@@ -148,3 +148,22 @@ def test_finish_of_a_removed_backend_is_harmless(algorithm: str, options: dict[s
     pool.remove(backend.id)
     pool.on_finish(backend, 0.01, True)
     assert pool.select(ctx) is not backend
+
+
+@pytest.mark.parametrize(("algorithm", "options"), PARAMS)
+def test_a_retry_avoids_the_backends_the_request_failed_on(
+    algorithm: str, options: dict[str, Any]
+) -> None:
+    pool = make_pool(algorithm, (1, 1, 1), **options)
+    ctx = Ctx(headers={b"x-user-id": b"u1", b"cookie": b"sid=1"})
+    tried: list[Backend] = []
+    for _ in range(3):  # each retry meets a backend not yet tried, whatever the key
+        backend = pool.select_retry(ctx, tried)
+        assert backend is not None and backend not in tried, (backend, tried)
+        tried.append(backend)
+    assert pool.select_retry(ctx, tried) is None  # every candidate failed it once
+    # The failover machine's next in line, when it has not failed the request.
+    standby = Backend("z", "127.0.0.1", 9999, role="backup")
+    pool.retry_fallback = standby
+    assert pool.select_retry(ctx, tried) is standby
+    assert pool.select_retry(ctx, [*tried, standby]) is None

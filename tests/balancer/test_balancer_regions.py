@@ -148,3 +148,20 @@ def test_composes_with_other_algorithms(algorithm: str):
     assert counts["eu"] == 200 and counts["us"] + counts["ap"] == 200
     stats = pool.balancer.stats()
     assert stats["regions"]["eu"]["share"] == 0.25
+
+
+def test_a_retry_leaves_the_region_once_all_its_backends_failed_the_request():
+    """Health checks have not yet marked eu down (its share still says "stay local"):
+    a retry tries the rest of eu, then leaves for the region the route spills to."""
+    pool = region_pool({"eu": 2, "us": 2}, spill_threshold=0.5)
+    tried = [pool.select(Ctx())]
+    assert tried[0].region == "eu"
+    second = pool.select_retry(Ctx(), tried)
+    assert second.region == "eu" and second not in tried
+    tried.append(second)
+    third = pool.select_retry(Ctx(), tried)
+    assert third.region == "us", third
+    tried.append(third)
+    fourth = pool.select_retry(Ctx(), tried)
+    assert fourth.region == "us" and fourth not in tried
+    assert pool.select_retry(Ctx(), [*tried, fourth]) is None

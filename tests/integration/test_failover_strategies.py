@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from helpers.backend_process import BackendProcess
 from helpers.backends import RawReply
 from helpers.daemon import free_port
 from helpers.failover import (
@@ -226,3 +227,56 @@ def test_manual_only_the_trigger_moves_traffic(raw_backend, backend, daemon):
     status, body = trigger(d, {"pool": "web", "to": "primary"})
     assert status == 200 and body["active"] == ["primary"], body
     assert served_by(d, 10) == {"primary": 10}
+
+
+@pytest.mark.parametrize("upstream", ["keep-alive", "close"])
+async def test_a_whole_region_killed_under_load_costs_no_get(daemon, upstream):
+    """The local region's backends all SIGKILLed under load: until health checks mark
+    the region down its share still says "stay local", so a retry that stayed in the
+    region would go eu-1 -> eu-2 -> eu-1 and fail. Retries leave a region once every
+    candidate there has failed the request: no GET sees the loss."""
+    close = upstream == "close"
+    local = [BackendProcess(f"eu-{i}", close=close) for i in (1, 2)]
+    remote = [BackendProcess(f"us-{i}", close=close) for i in (1, 2)]
+    try:
+        pools = {
+            "web": {
+                "health_checks": [CHECK],
+                "regions": {"spill_threshold": 0.5},
+                "backends": [
+                    *({**b.config(), "region": "eu"} for b in local),
+                    *({**b.config(), "region": "us"} for b in remote),
+                ],
+            }
+        }
+        d = daemon(pools=pools, extra={"node": {"region": "eu"}})
+        await asyncio.to_thread(wait_up, d, "eu-1", "eu-2", "us-1", "us-2")
+        load = LoadLoop(d.port, clients=16, duration=40).start()
+        try:
+            await load.wait_ok(1000)
+            assert set(load.stats.backends) == {"eu-1", "eu-2"}, load.stats.backends
+            for backend in local:
+                backend.kill()
+            killed = load.stats.ok
+            for backend in ("eu-1", "eu-2"):
+                await asyncio.to_thread(wait_state, d, backend, "down")
+            await load.wait_ok(load.stats.ok + 1000)
+        finally:
+            stats = await load.stop()
+    finally:
+        for backend in (*local, *remote):
+            backend.stop()
+    bad = [
+        {k: e[k] for k in ("status", "backend", "attempts", "termination")}
+        for e in d.access_log()
+        if e["status"] != 200
+    ]
+    assert not stats.failures and not bad, (
+        f"{len(stats.failures)} failed of {stats.ok + len(stats.failures)}",
+        [str(f) for f in stats.failures[:5]],
+        bad[:5],
+    )
+    assert stats.ok > killed
+    # Requests that met the dead region were retried out of it.
+    left = [e for e in d.access_log() if e["attempts"] >= 2 and e["backend"].startswith("us-")]
+    assert left, "no request was retried into us: the kill met no request in flight"
