@@ -8,7 +8,6 @@ also registers the one exchange listener that feeds the request metrics.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -16,20 +15,12 @@ from aiohttp import web
 
 from haproxyd.admin.api import build_app
 from haproxyd.admin.state import AdminState
+from haproxyd.config.types import is_loopback
 
 if TYPE_CHECKING:
     from haproxyd.daemon import Daemon
 
 log = logging.getLogger("haproxyd.admin")
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a DNS name: assume it is reachable from elsewhere
 
 
 class AdminServer:

@@ -6,6 +6,7 @@ They are parsed in exactly one place so that `250ms`, `5s`, `1m`, `host:port` an
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, NamedTuple
 
@@ -75,3 +76,14 @@ def parse_address(value: Any) -> Address:
 
 
 AddressField = Annotated[Address, BeforeValidator(parse_address), PlainSerializer(str)]
+
+
+def is_loopback(host: str) -> bool:
+    """A host only this machine can reach: `localhost` or a loopback IP (a DNS name
+    other than localhost may resolve to anything, so it is not)."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
