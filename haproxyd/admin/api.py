@@ -283,9 +283,7 @@ async def add_backend(request: web.Request) -> web.Response:
     if details or bcfg is None:
         raise APIError(400, "invalid backend", details)
     assert isinstance(pool_name, str)
-    pool_runtime = state.find_pool(pool_name)
-    if pool_runtime is None:
-        raise APIError(400, "invalid backend", [f"pool: no pool named {pool_name!r}"])
+    pool_runtime = _pool_or_404(state, pool_name)
     existing = state.find_backend(bcfg.id)
     if existing is not None:
         raise APIError(

@@ -684,13 +684,14 @@ def _document() -> dict[str, Any]:
                     201: _json("ChangedBackend", "Added; it takes traffic once health allows."),
                     202: NOT_APPLIED_HERE,
                 },
-                (400, 401, 409, 413, 503),
+                (400, 401, 404, 409, 413, 503),
                 params=[VERSION_QUERY],
                 body="NewBackend",
-                description="400 on an invalid body or an unknown pool, 409 when the id "
-                "exists in any pool. Standalone, a runtime change: a reload rebuilds pools "
-                "from the config." + _in_cluster("this is") + " To add one that takes no "
-                "traffic on any node, give it weight 0.",
+                description="400 on an invalid body, 404 when the pool does not exist, 409 "
+                "when the id exists in any pool. Standalone, a runtime change: a reload "
+                "rebuilds pools from the config."
+                + _in_cluster("this is")
+                + " To add one that takes no traffic on any node, give it weight 0.",
             ),
         },
         f"{API}/load-balancer/backends/{{id}}": {

@@ -94,6 +94,17 @@ HostAddress = Annotated[AddressField, AfterValidator(_address_host)]
 """An address whose host is an IP literal or a well-formed DNS name."""
 
 
+def _target_port(address: Address) -> Address:
+    # Port 0 asks the OS for a free port when listening; as a destination it is no port.
+    if address.port == 0:
+        raise ValueError(f"invalid port in {str(address)!r}: a backend needs a port of 1-65535")
+    return address
+
+
+TargetAddress = Annotated[HostAddress, AfterValidator(_target_port)]
+"""An address to connect to: a HostAddress with a real port (1-65535)."""
+
+
 def _peer(value: str) -> str:
     _address_host(parse_address(value))
     return value.strip()
@@ -780,7 +791,7 @@ class BackendConfig(_Section):
     id: str = Field(
         pattern=_ID_RE.pattern, description="Unique id (across all pools), [A-Za-z0-9_.:-]+."
     )
-    address: HostAddress = Field(description="host:port; the host may be a DNS name.")
+    address: TargetAddress = Field(description="host:port; the host may be a DNS name.")
     weight: int = Field(1, ge=0, le=1000, description="Relative share of traffic; 0 = none.")
     role: Literal["primary", "backup"] = Field(
         "primary", description="Backups take traffic only on failover."

@@ -70,7 +70,8 @@ def parse_address(value: Any) -> Address:
             raise ValueError(f"invalid address {value!r}: expected host:port")
         if ":" in host:
             raise ValueError(f"invalid address {value!r}: write IPv6 addresses as [addr]:port")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isdigit() alone takes any script's digits ("٨٠" would be port 80).
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"invalid port in {value!r}: expected 0-65535")
     return Address(host, int(port_text))
 
