@@ -71,6 +71,8 @@ WAIT_POLL = 0.05
 MAX_EVENTS = 10000
 FORWARD_TIMEOUT = 10.0  # a follower waiting on the leader for a config change
 FORWARDED_HEADER = "X-Haproxyd-Forwarded-By"  # a change a follower sent to the leader
+# The admin server's socket and TLS context are made once, at startup.
+RESTART_ONLY_ADMIN_FIELDS = ("address", "tls")
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -602,11 +604,9 @@ async def change_config(
             raise APIError(400, "configuration not applied", [str(exc)]) from None
         if errors:
             raise APIError(400, "configuration not applied", errors)
-        if cfg.admin.address != running.admin.address:
-            log.warning(
-                "admin: admin.address changed to %s; it takes effect at the next restart",
-                cfg.admin.address,
-            )
+        for name in RESTART_ONLY_ADMIN_FIELDS:
+            if getattr(cfg.admin, name) != getattr(running.admin, name):
+                log.warning("admin: admin.%s changed; it takes effect at the next restart", name)
     out: dict[str, Any] = {
         "applied": True,
         "changed": True,
