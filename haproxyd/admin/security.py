@@ -5,11 +5,11 @@ allowed to, and not from a web page that someone's browser happens to be showing
 
 1. **Host** (421 Misdirected Request). A page on an attacker's domain can re-point
    that domain at 127.0.0.1 (DNS rebinding) and then talk to the admin port as its own
-   origin; its requests still carry the attacker's name in `Host`. Accepted names:
-   `localhost`, the host of `admin.address`, the IP address the connection reached
-   (an IP literal is never the attacker's name), and `admin.allowed_hosts`. The port
-   is not compared: the name is what rebinding forges. HTTP/1.0 may omit `Host`
-   (browsers never do).
+   origin; its requests still carry the attacker's name in `Host`. Accepted: any IP
+   literal (rebinding needs a name; and behind Docker's port publishing or other NAT
+   the address a client used is not one this process has), `localhost`, the host of
+   `admin.address`, and the names in `admin.allowed_hosts`. The port is not compared:
+   the name is what rebinding forges. HTTP/1.0 may omit `Host` (browsers never do).
 2. **Origin** (403). A browser names the page that sent a request in `Origin` (every
    POST, PATCH and DELETE, and cross-origin reads); anything but the admin API's own
    origin (its scheme, and the `Host` the request was sent to) is a foreign page, and
@@ -65,15 +65,12 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return name.strip("[]"), int(port) if port is not None else None
 
 
-def _same_ip(name: str, address: str) -> bool:
+def _is_ip(name: str) -> bool:
     try:
-        ip, other = ipaddress.ip_address(name), ipaddress.ip_address(address.split("%")[0])
+        ipaddress.ip_address(name)
     except ValueError:
         return False
-    # A dual-stack socket reports an IPv4 client's connection as ::ffff:a.b.c.d.
-    if isinstance(other, ipaddress.IPv6Address) and other.ipv4_mapped is not None:
-        other = other.ipv4_mapped
-    return ip == other
+    return True
 
 
 def _misdirected(request: web.Request, admin: AdminConfig) -> web.Response | None:
@@ -84,12 +81,9 @@ def _misdirected(request: web.Request, admin: AdminConfig) -> web.Response | Non
     if host is None:
         return _refuse(421, "invalid Host header", f"Host must be host[:port], got {values!r}")
     name = host[0]
-    if name == "localhost" or name in admin.allowed_hosts:
+    if name == "localhost" or name in admin.allowed_hosts or _is_ip(name):
         return None
-    if name == admin.address.host.lower().rstrip(".").strip("[]"):
-        return None
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    if sockname and _same_ip(name, str(sockname[0])):
+    if name == admin.address.host.lower().rstrip("."):
         return None
     return _refuse(
         421,

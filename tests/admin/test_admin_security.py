@@ -179,13 +179,17 @@ async def test_own_names_are_answered(hap, backend):
         assert r.status == 421, (host, r)
 
 
-async def test_the_address_a_connection_reached_is_a_name_of_a_wildcard_bind(hap, backend):
+async def test_any_ip_literal_is_a_name_of_this_api(hap, backend):
+    # Docker's port publishing: the client's 127.0.0.1:9911 is the container's
+    # 172.17.0.2:9901. An IP literal is never a rebound name.
     h = await hap([backend("web-1")], admin={"address": "0.0.0.0:0", "token": "s3cret"})
     port = h.daemon.admin.port
-    url = f"http://127.0.0.1:{port}{API}/status"
-    for host, status in ((f"127.0.0.1:{port}", 200), ("0.0.0.0", 200), ("127.0.0.2", 421)):
-        async with h.session.get(url, headers={"Host": host}) as resp:
-            assert resp.status == status, host
+    for host in (f"127.0.0.1:{port}", "0.0.0.0", "172.17.0.2:9901", "[::1]:1", "[fe80::1]"):
+        r = await h.api("GET", f"{API}/status", headers={"Host": host})
+        assert r.status == 200, (host, r)
+    for host in ("172.17.0.2.nip.io", "0x7f000001", "[evil.example]"):
+        r = await h.api("GET", f"{API}/status", headers={"Host": host})
+        assert r.status == 421, (host, r)
 
 
 async def test_allowed_hosts_change_with_a_config_update(hap, backend):
