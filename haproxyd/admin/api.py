@@ -640,8 +640,9 @@ def _validated(
     except UnkeptSecrets as exc:
         daemon.reloads["error"] += 1
         details = [
-            f"{source}: {format_path(path)}: {REDACTED} is what GET {API}/config shows for "
-            "a running secret, and there is none shown so here: send the value itself"
+            f"{source}: {format_path(path)}: {REDACTED} keeps the running secret only "
+            f"where GET {API}/config shows one so (a URL's password: with the same host); "
+            "there is none here to keep: send the value itself"
             for path in exc.paths
         ]
         raise APIError(400, "invalid configuration", details) from None

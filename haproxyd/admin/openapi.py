@@ -510,8 +510,8 @@ _ERRORS = {
     "(`?version=`, or another change was stored meanwhile).",
     413: "Body too large.",
     415: "The body is not `Content-Type: application/json`; nothing changed.",
-    421: "`Host` is not a name of this admin API (its address, localhost, or "
-    "admin.allowed_hosts); nothing changed.",
+    421: "`Host` is not a name of this admin API (an IP address, localhost, the host of "
+    "admin.address or a name in admin.allowed_hosts); nothing changed.",
     503: "Cluster mode: no leader to make the change (none elected, the leader is "
     "unreachable, or Redis is); nothing changed, retry.",
 }

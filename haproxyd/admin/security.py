@@ -29,7 +29,6 @@ request changes nothing.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from haproxyd.admin.errors import error_response
+from haproxyd.proxy.resolver import is_ip_literal
 
 if TYPE_CHECKING:
     from haproxyd.config import AdminConfig
@@ -53,7 +53,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")
 
 
-def split_host(value: str) -> tuple[str, int | None] | None:
+def _split_host(value: str) -> tuple[str, int | None] | None:
     """A Host header (or an origin's authority) as (name, port): the name in lower
     case, without a trailing dot or IPv6 brackets. None when it is not host[:port]."""
     match = _HOST_HEADER.fullmatch(value.strip())
@@ -65,23 +65,15 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return name.strip("[]"), int(port) if port is not None else None
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _misdirected(request: web.Request, admin: AdminConfig) -> web.Response | None:
     values = request.headers.getall("Host", [])
     if not values:
         return None  # HTTP/1.0 (aiohttp answers 400 to HTTP/1.1 without Host); no browser
-    host = split_host(values[0]) if len(values) == 1 else None
+    host = _split_host(values[0]) if len(values) == 1 else None
     if host is None:
         return _refuse(421, "invalid Host header", f"Host must be host[:port], got {values!r}")
     name = host[0]
-    if name == "localhost" or name in admin.allowed_hosts or _is_ip(name):
+    if name == "localhost" or name in admin.allowed_hosts or is_ip_literal(name):
         return None
     if name == admin.address.host.lower().rstrip("."):
         return None
@@ -98,7 +90,7 @@ def _cross_origin(request: web.Request) -> web.Response | None:
     if origin is None:
         return None
     scheme = "https" if request.secure else "http"
-    own = split_host(request.headers.get("Host", ""))
+    own = _split_host(request.headers.get("Host", ""))
     theirs = _origin(origin)
     if own is not None and theirs is not None:
         own_origin = (scheme, own[0], own[1] or DEFAULT_PORTS[scheme])
@@ -119,7 +111,7 @@ def _origin(value: str) -> tuple[str, str, int] | None:
         return None
     if parts.scheme not in DEFAULT_PORTS or parts.path or parts.query or parts.fragment:
         return None
-    host = split_host(parts.netloc)
+    host = _split_host(parts.netloc)
     if host is None:
         return None
     return parts.scheme, host[0], host[1] or DEFAULT_PORTS[parts.scheme]

@@ -316,9 +316,9 @@ class AdminConfig(_Section):
     read_auth: bool = Field(False, description="Require the token for read-only calls too.")
     allowed_hosts: list[Annotated[str, AfterValidator(_host_name)]] = Field(
         default_factory=list,
-        description="Host header names the admin API answers besides its own address, "
-        "the address a connection reached and localhost (anything else: 421, which stops "
-        "DNS rebinding); e.g. the DNS name peers, Prometheus or a browser use for it.",
+        description="Host header names the admin API answers besides IP addresses, "
+        "localhost and the host of `address` (any other name: 421, which stops DNS "
+        "rebinding); e.g. the DNS names peers, Prometheus or a browser use for it.",
     )
     insecure: bool = Field(
         False,
