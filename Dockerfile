@@ -9,7 +9,7 @@
 #
 # The config is not baked in: mount it at /etc/haproxyd/haproxyd.yaml. In a container,
 # listeners and the admin API must bind 0.0.0.0 (or [::]) to be reachable from outside
-# it; set a token (env HAPROXYD_ADMIN_TOKEN) when the admin port is reachable.
+# it; the admin API then needs a token (env HAPROXYD_ADMIN_TOKEN) or it refuses to start.
 # See docs/operations.md. Linted by tests/deploy/test_dockerfile.py (hadolint).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from haproxyd.heap import tune_gc
 
     _setup_logging(args.log_level)
-    path = Path(args.config)
+    # Absolute (the status API shows it, `haproxyd reload` compares it) but with its
+    # symlinks kept: a reload reads whatever the link points to then.
+    path = Path(os.path.abspath(args.config))
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -71,7 +74,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
     reading it from the daemon's admin API."""
     from haproxyd.reload_client import reload_daemon
 
-    return reload_daemon(config_path=args.config, pid_file=args.pid_file, timeout=args.timeout)
+    return reload_daemon(
+        config_path=args.config,
+        pid_file=args.pid_file,
+        timeout=args.timeout,
+        client_cert=args.admin_cert,
+        client_key=args.admin_key,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -115,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("-c", "--config", required=True, help="the daemon's configuration file")
     reload.add_argument("-p", "--pid-file", help="the daemon's pid file (else asked on admin)")
     reload.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    reload.add_argument(
+        "--admin-cert", help="client certificate (PEM) for an admin API with admin.tls.client_ca"
+    )
+    reload.add_argument("--admin-key", help="its private key (default: in --admin-cert)")
     worker = sub.add_parser("_worker")  # started by the master, not by hand
     worker.add_argument("--fd", type=int, required=True)
     worker.add_argument("--slot", type=int, required=True)

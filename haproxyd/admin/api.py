@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -39,8 +38,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
+from haproxyd.admin.errors import APIError, errors_middleware, pydantic_details
 from haproxyd.admin.metrics import HaproxydCollector
 from haproxyd.admin.openapi import openapi_document
+from haproxyd.admin.security import guard_middleware
 from haproxyd.admin.state import AdminState
 from haproxyd.admin.status_page import STATUS_PAGE
 from haproxyd.balancer.state import Backend, BackendState, Pool
@@ -51,6 +52,8 @@ from haproxyd.cluster.manager import (
     ConfigConflict,
     shared_document,
 )
+from haproxyd.config.errors import format_path
+from haproxyd.config.secrets import REDACTED, UnkeptSecrets, redact_secrets, restore_secrets
 from haproxyd.proxy.runtime import check_buildable
 
 if TYPE_CHECKING:
@@ -63,99 +66,13 @@ API = "/api/v1/ha"
 STATE_KEY = web.AppKey("state", AdminState)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Never behind auth: they show no state (the page asks the API, with the token).
-PUBLIC_PATHS = frozenset({"/", "/api/v1/openapi.json", "/favicon.ico"})
-
 MAX_WAIT = 300.0  # seconds a DELETE ?wait= may hold the request
 WAIT_POLL = 0.05
 MAX_EVENTS = 10000
 FORWARD_TIMEOUT = 10.0  # a follower waiting on the leader for a config change
 FORWARDED_HEADER = "X-Haproxyd-Forwarded-By"  # a change a follower sent to the leader
-
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        details: list[str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.details = details or []
-        self.extra = extra or {}  # more fields of the body (`forwarded_to`)
-
-
-def error_response(
-    status: int,
-    error: str,
-    details: list[str] | None = None,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> web.Response:
-    return web.json_response(
-        {"error": error, "details": details or [], **(extra or {})}, status=status, headers=headers
-    )
-
-
-def pydantic_details(exc: ValidationError) -> list[str]:
-    out = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        out.append(f"{where}: {err.get('msg', 'invalid')}")
-    return out
-
-
-# -- middlewares -------------------------------------------------------------------------
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except APIError as exc:
-        return error_response(exc.status, exc.error, exc.details, extra=exc.extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {}
-        if exc.status == 405 and "Allow" in exc.headers:
-            headers["Allow"] = exc.headers["Allow"]
-        reason = exc.reason.lower() if exc.reason else "error"
-        details = [exc.text] if exc.text and exc.text != f"{exc.status}: {exc.reason}" else []
-        return error_response(exc.status, reason, details, headers)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("admin API: %s %s failed", request.method, request.path)
-        return error_response(500, "internal error", ["see the daemon's log"])
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    admin = request.app[STATE_KEY].daemon.config.admin
-    token = admin.token
-    if token and request.path not in PUBLIC_PATHS:
-        needs = request.method not in SAFE_METHODS or admin.read_auth
-        if needs and not _authorized(request, token):
-            return error_response(
-                401,
-                "unauthorized",
-                ["this call needs the header 'Authorization: Bearer <admin token>'"],
-                headers={"WWW-Authenticate": 'Bearer realm="haproxyd"'},
-            )
-    return await handler(request)
-
-
-def _authorized(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode())
+# The admin server's socket and TLS context are made once, at startup.
+RESTART_ONLY_ADMIN_FIELDS = ("address", "tls")
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -238,9 +155,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def get_config(request: web.Request) -> web.Response:
     state = _state(request)
-    data = state.daemon.config.model_dump(mode="json")
-    if data.get("admin", {}).get("token"):
-        data["admin"]["token"] = "<redacted>"
+    data = redact_secrets(state.daemon.config.model_dump(mode="json"))
     return web.json_response({"config_version": state.daemon.config_version, "config": data})
 
 
@@ -371,9 +286,7 @@ async def add_backend(request: web.Request) -> web.Response:
     if details or bcfg is None:
         raise APIError(400, "invalid backend", details)
     assert isinstance(pool_name, str)
-    pool_runtime = state.find_pool(pool_name)
-    if pool_runtime is None:
-        raise APIError(400, "invalid backend", [f"pool: no pool named {pool_name!r}"])
+    pool_runtime = _pool_or_404(state, pool_name)
     existing = state.find_backend(bcfg.id)
     if existing is not None:
         raise APIError(
@@ -694,11 +607,9 @@ async def change_config(
             raise APIError(400, "configuration not applied", [str(exc)]) from None
         if errors:
             raise APIError(400, "configuration not applied", errors)
-        if cfg.admin.address != running.admin.address:
-            log.warning(
-                "admin: admin.address changed to %s; it takes effect at the next restart",
-                cfg.admin.address,
-            )
+        for name in RESTART_ONLY_ADMIN_FIELDS:
+            if getattr(cfg.admin, name) != getattr(running.admin, name):
+                log.warning("admin: admin.%s changed; it takes effect at the next restart", name)
     out: dict[str, Any] = {
         "applied": True,
         "changed": True,
@@ -725,9 +636,22 @@ def _validated(
             **{k: v for k, v in current.items() if k not in SHARED_SECTIONS},
             **{k: data[k] for k in SHARED_SECTIONS if k in data},
         }
+    source = "admin config/update"
+    try:
+        # A secret posted back as GET /config showed it keeps its running value.
+        data = restore_secrets(data, current)
+    except UnkeptSecrets as exc:
+        daemon.reloads["error"] += 1
+        details = [
+            f"{source}: {format_path(path)}: {REDACTED} keeps the running secret only "
+            f"where GET {API}/config shows one so (a URL's password: with the same host); "
+            "there is none here to keep: send the value itself"
+            for path in exc.paths
+        ]
+        raise APIError(400, "invalid configuration", details) from None
     base_dir = daemon.config_path.parent if daemon.config_path is not None else None
     try:
-        cfg = validate_document(data, source="admin config/update", base_dir=base_dir)
+        cfg = validate_document(data, source=source, base_dir=base_dir)
     except ConfigError as exc:
         daemon.reloads["error"] += 1
         raise APIError(400, "invalid configuration", [str(issue) for issue in exc.issues]) from None
@@ -834,7 +758,8 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_app(state: AdminState) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware])
+    guard = guard_middleware(lambda: state.daemon.config.admin)
+    app = web.Application(middlewares=[errors_middleware, guard])
     app[STATE_KEY] = state
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HaproxydCollector(state))

@@ -502,11 +502,16 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 _ERRORS = {
     400: "Invalid input; nothing changed.",
     401: "Missing or wrong bearer token (admin.token set).",
+    403: "Sent by a page of another origin (`Origin` is not this admin API's own); "
+    "nothing changed.",
     404: "No such pool or backend.",
     409: "Conflicts with the current state; nothing changed. In a cluster also: the "
     "change was based on another version of the shared document than the cluster's "
     "(`?version=`, or another change was stored meanwhile).",
     413: "Body too large.",
+    415: "The body is not `Content-Type: application/json`; nothing changed.",
+    421: "`Host` is not a name of this admin API (an IP address, localhost, the host of "
+    "admin.address or a name in admin.allowed_hosts); nothing changed.",
     503: "Cluster mode: no leader to make the change (none elected, the leader is "
     "unreachable, or Redis is); nothing changed, retry.",
 }
@@ -524,7 +529,11 @@ def _op(
     tag: str = "ha",
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(code): spec for code, spec in ok.items()}
-    for code in errors:
+    has_body = body is not None or body_schema is not None
+    # The guards of security.py answer any call: a foreign Host or Origin, and a body
+    # that is not JSON.
+    guards = (403, 421, 415) if has_body else (403, 421)
+    for code in sorted({*errors, *guards}):
         responses[str(code)] = _json("Error", _ERRORS[code])
     op: dict[str, Any] = {
         "summary": summary,
@@ -536,7 +545,7 @@ def _op(
         op["description"] = description
     if params:
         op["parameters"] = params
-    if body is not None or body_schema is not None:
+    if has_body:
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": body_schema or _ref(body or "")}},
@@ -643,7 +652,14 @@ def _document() -> dict[str, Any]:
         f"{API}/config": {
             "get": _op(
                 "Running config",
-                {200: _json("ConfigView", "The running config (admin.token redacted).")},
+                {
+                    200: _json(
+                        "ConfigView",
+                        "The running config, secrets redacted (admin.token, passwords, "
+                        "the password of cluster.redis_url); posted back to config/update "
+                        "as shown, a redacted secret keeps its running value.",
+                    )
+                },
                 READ,
             )
         },
@@ -668,13 +684,14 @@ def _document() -> dict[str, Any]:
                     201: _json("ChangedBackend", "Added; it takes traffic once health allows."),
                     202: NOT_APPLIED_HERE,
                 },
-                (400, 401, 409, 413, 503),
+                (400, 401, 404, 409, 413, 503),
                 params=[VERSION_QUERY],
                 body="NewBackend",
-                description="400 on an invalid body or an unknown pool, 409 when the id "
-                "exists in any pool. Standalone, a runtime change: a reload rebuilds pools "
-                "from the config." + _in_cluster("this is") + " To add one that takes no "
-                "traffic on any node, give it weight 0.",
+                description="400 on an invalid body, 404 when the pool does not exist, 409 "
+                "when the id exists in any pool. Standalone, a runtime change: a reload "
+                "rebuilds pools from the config."
+                + _in_cluster("this is")
+                + " To add one that takes no traffic on any node, give it weight 0.",
             ),
         },
         f"{API}/load-balancer/backends/{{id}}": {
@@ -791,7 +808,9 @@ def _document() -> dict[str, Any]:
             "version": __version__,
             "description": "HA/admin API of haproxyd. Mutating calls need "
             "`Authorization: Bearer <admin.token>` when a token is configured; reads too "
-            "with `admin.read_auth: true`.",
+            "with `admin.read_auth: true`. Bodies are JSON (`Content-Type: "
+            "application/json`); a request from a page of another origin (`Origin`) or "
+            "for a host name that is not this API's (`Host`) is refused.",
         },
         "paths": paths,
         # The token is optional (no admin.token configured: no auth at all).

@@ -56,7 +56,8 @@ import aiohttp
 import redis.exceptions
 
 from haproxyd.balancer.state import BackendState
-from haproxyd.cluster.store import ClusterStore, Lease, StaleWrite, connect, redact
+from haproxyd.cluster.store import ClusterStore, Lease, StaleWrite, connect
+from haproxyd.config.secrets import redact_url
 from haproxyd.failover.base import Decision
 from haproxyd.tasks import cancel_and_wait
 
@@ -669,7 +670,7 @@ class ClusterManager:
             "has_quorum": self.has_quorum,
             "config_version": self.cluster_version,
             "redis": {
-                "url": redact(self.settings.redis_url),
+                "url": redact_url(self.settings.redis_url),
                 "reachable": self.redis_ok,
                 "error": self.redis_error or None,
                 "last_contact": self.last_contact,

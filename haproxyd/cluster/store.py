@@ -134,15 +134,6 @@ def connect(url: str, *, timeout: float) -> aioredis.Redis:
     )
 
 
-def redact(url: str) -> str:
-    """The URL without its password (for the status API and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 class ClusterStore:
     """Typed access to the keys above. Every method raises `redis.RedisError` (or
     OSError) when Redis is unreachable; callers treat that as "degraded"."""

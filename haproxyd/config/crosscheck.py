@@ -1,4 +1,5 @@
-"""Checks that span sections: routes name pools, backend ids are unique, sockets differ.
+"""Checks that span sections: routes name pools, backend ids are unique, sockets differ,
+an admin API beyond loopback has a token.
 
 They read the raw document rather than validated models because pydantic runs a model
 validator only once every field is valid, and an operator fixing a file wants the
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from haproxyd.config.errors import YamlPath, format_path
-from haproxyd.config.types import Address, parse_address
+from haproxyd.config.types import Address, is_loopback, parse_address
 
 Problem = tuple[YamlPath, str]
 
@@ -136,10 +137,31 @@ def _address_clashes(data: Any, default_listen: Address, default_admin: Address)
     return problems
 
 
+def _open_admin(data: Any) -> list[Problem]:
+    """An admin API that anyone on the network can use to change the proxy runs only
+    when the operator says so (`admin.insecure`); HAPROXYD_ADMIN_TOKEN is already in
+    `data` (environment overrides come first)."""
+    admin = _get(data, "admin")
+    address = _address(_get(admin, "address"))
+    if address is None or is_loopback(address.host):
+        return []  # the default is loopback; a bad address is the field's error
+    if _get(admin, "token") or _get(admin, "insecure") is True:
+        return []
+    return [
+        (
+            ("admin", "address"),
+            f"{address} is reachable beyond this machine and there is no admin.token (or "
+            "HAPROXYD_ADMIN_TOKEN): set one, bind the admin API to 127.0.0.1, or set "
+            "admin.insecure: true to leave it open to anyone who can reach it",
+        )
+    ]
+
+
 def cross_check(data: Any, *, default_listen: Address, default_admin: Address) -> list[Problem]:
     """Every cross-section problem of a document, each with the path to report it at."""
     return [
         *_route_pools(data),
         *_backend_ids(data),
         *_address_clashes(data, default_listen, default_admin),
+        *_open_admin(data),
     ]

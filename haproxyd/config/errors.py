@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from haproxyd.config.secrets import is_secret_key
+
 YamlPath = tuple[str | int, ...]
 """A path through the document: mapping keys and list indexes, nothing else."""
 
@@ -29,7 +31,6 @@ LineLookup = Callable[[YamlPath], int | None]
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _QUOTED = re.compile(r"'([^']*)'")
-_SECRET_KEYS = frozenset({"token", "password"})
 _NO_ECHO_TYPES = frozenset(
     {"missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found", "value_error"}
 )
@@ -195,7 +196,7 @@ def _message(error: ErrorDetails, model: type[BaseModel], path: YamlPath) -> str
         message = f"invalid key: {message}"
     if kind == "literal_error" and isinstance(value, str):
         message += _suggest(value, _QUOTED.findall(str(ctx.get("expected", ""))))
-    secret = bool(path) and path[-1] in _SECRET_KEYS
+    secret = bool(path) and is_secret_key(path[-1])
     echo = isinstance(value, str | int | float | bool) or value is None
     if echo and not secret and kind not in _NO_ECHO_TYPES:
         message += f" (got {value!r})"

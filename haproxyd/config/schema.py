@@ -94,6 +94,17 @@ HostAddress = Annotated[AddressField, AfterValidator(_address_host)]
 """An address whose host is an IP literal or a well-formed DNS name."""
 
 
+def _target_port(address: Address) -> Address:
+    # Port 0 asks the OS for a free port when listening; as a destination it is no port.
+    if address.port == 0:
+        raise ValueError(f"invalid port in {str(address)!r}: a backend needs a port of 1-65535")
+    return address
+
+
+TargetAddress = Annotated[HostAddress, AfterValidator(_target_port)]
+"""An address to connect to: a HostAddress with a real port (1-65535)."""
+
+
 def _peer(value: str) -> str:
     _address_host(parse_address(value))
     return value.strip()
@@ -192,6 +203,28 @@ def _command(value: Any) -> Any:
     return value
 
 
+def _readable_file(value: str, info: ValidationInfo) -> str:
+    """The absolute path of an existing, readable file (relative to the config file)."""
+    base = (info.context or {}).get("base_dir") or Path.cwd()
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path(base) / path
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"file not readable: {path}")
+    return str(path)
+
+
+def _host_name(value: str) -> str:
+    """An `allowed_hosts` entry as Host headers are compared: lower case, no trailing
+    dot, IPv6 without brackets."""
+    name = value.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    return _valid_host(name)
+
+
 # -- sections --
 
 
@@ -223,15 +256,7 @@ class TLSConfig(_Section):
     @field_validator("cert", "key")
     @classmethod
     def _existing_file(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("base_dir") or Path.cwd()
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = Path(base) / path
-        if not path.is_file():
-            raise ValueError(f"file not found: {path}")
-        if not os.access(path, os.R_OK):
-            raise ValueError(f"file not readable: {path}")
-        return str(path)
+        return _readable_file(value, info)
 
     @model_validator(mode="after")
     def _loads(self) -> TLSConfig:
@@ -242,6 +267,28 @@ class TLSConfig(_Section):
         except (ssl.SSLError, OSError) as exc:
             raise ValueError(f"certificate and key do not load together: {exc}") from None
         return self
+
+
+class AdminTLSConfig(TLSConfig):
+    """HTTPS on the admin port, optionally with client certificates (mutual TLS)."""
+
+    client_ca: str | None = Field(
+        None,
+        description="CA bundle (PEM): when set, every connection must present a client "
+        "certificate signed by it (the TLS handshake fails otherwise).",
+    )
+
+    @field_validator("client_ca")
+    @classmethod
+    def _existing_ca(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = _readable_file(value, info)
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"not a PEM CA bundle: {exc}") from None
+        return path
 
 
 class ListenerConfig(_Section):
@@ -267,6 +314,20 @@ class AdminConfig(_Section):
         "The environment variable HAPROXYD_ADMIN_TOKEN wins over the file.",
     )
     read_auth: bool = Field(False, description="Require the token for read-only calls too.")
+    allowed_hosts: list[Annotated[str, AfterValidator(_host_name)]] = Field(
+        default_factory=list,
+        description="Host header names the admin API answers besides IP addresses, "
+        "localhost and the host of `address` (any other name: 421, which stops DNS "
+        "rebinding); e.g. the DNS names peers, Prometheus or a browser use for it.",
+    )
+    insecure: bool = Field(
+        False,
+        description="Allow an address beyond loopback without a token (anyone who can reach "
+        "it can change the proxy); without it such a config is refused.",
+    )
+    tls: AdminTLSConfig | None = Field(
+        None, description="Serve the admin API over HTTPS (client certificates optional)."
+    )
 
 
 class Timeouts(_Section):
@@ -739,7 +800,7 @@ class BackendConfig(_Section):
     id: str = Field(
         pattern=_ID_RE.pattern, description="Unique id (across all pools), [A-Za-z0-9_.:-]+."
     )
-    address: HostAddress = Field(description="host:port; the host may be a DNS name.")
+    address: TargetAddress = Field(description="host:port; the host may be a DNS name.")
     weight: int = Field(1, ge=0, le=1000, description="Relative share of traffic; 0 = none.")
     role: Literal["primary", "backup"] = Field(
         "primary", description="Backups take traffic only on failover."

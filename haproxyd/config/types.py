@@ -6,6 +6,7 @@ They are parsed in exactly one place so that `250ms`, `5s`, `1m`, `host:port` an
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, NamedTuple
 
@@ -69,9 +70,21 @@ def parse_address(value: Any) -> Address:
             raise ValueError(f"invalid address {value!r}: expected host:port")
         if ":" in host:
             raise ValueError(f"invalid address {value!r}: write IPv6 addresses as [addr]:port")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isdigit() alone takes any script's digits ("٨٠" would be port 80).
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"invalid port in {value!r}: expected 0-65535")
     return Address(host, int(port_text))
 
 
 AddressField = Annotated[Address, BeforeValidator(parse_address), PlainSerializer(str)]
+
+
+def is_loopback(host: str) -> bool:
+    """A host only this machine can reach: `localhost` or a loopback IP (a DNS name
+    other than localhost may resolve to anything, so it is not)."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

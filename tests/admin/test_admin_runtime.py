@@ -52,8 +52,18 @@ async def test_add_backend_in_maint_takes_no_traffic(hap, backend):
     ("body", "needle"),
     [
         ({"id": "x1", "address": "127.0.0.1:1"}, "pool"),
-        ({"pool": "nope", "id": "x1", "address": "127.0.0.1:1"}, "no pool named"),
+        ({"pool": "", "id": "x1", "address": "127.0.0.1:1"}, "pool"),
         ({"pool": "web", "address": "127.0.0.1:1"}, "id"),
+        ({"pool": "web", "id": "", "address": "127.0.0.1:1"}, "id"),
+        ({"pool": "web", "id": "a/b", "address": "127.0.0.1:1"}, "id"),
+        ({"pool": "web", "id": "../web-1", "address": "127.0.0.1:1"}, "id"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:0"}, "port"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:65536"}, "port"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:99999"}, "port"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:-1"}, "port"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:1-5"}, "port"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:٨٠"}, "port"),
+        ({"pool": "web", "id": "x1", "address": "127.0.0.1:"}, "port"),
         ({"pool": "web", "id": "x1", "address": "no-port"}, "address"),
         ({"pool": "web", "id": "x1", "address": "127.0.0.1:1", "weight": 5000}, "weight"),
         ({"pool": "web", "id": "x 1", "address": "127.0.0.1:1"}, "id"),
@@ -69,6 +79,25 @@ async def test_add_backend_rejects_bad_input_with_400(hap, backend, body, needle
     assert r.body["error"] == "invalid backend"
     assert any(needle in d for d in r.body["details"]), r.body
     assert [b["id"] for b in (await h.get(BACKENDS))["backends"]] == ["web-1"]
+
+
+async def test_add_backend_to_an_unknown_pool_is_404(hap, backend):
+    h = await hap([backend("web-1")])
+    r = await h.api("POST", BACKENDS, {"pool": "nope", "id": "x1", "address": "127.0.0.1:1"})
+    assert r.status == 404, r
+    assert r.body["error"] == "no such pool" and "nope" in r.body["details"][0]
+    assert [b["id"] for b in (await h.get(BACKENDS))["backends"]] == ["web-1"]
+    assert h.daemon.runtime.find_backend("x1") is None
+
+
+@pytest.mark.parametrize("path_id", ["a%2Fb", "web-1%2F..", "%20", "web-1%00"])
+async def test_changing_an_id_no_backend_has_is_404(hap, backend, path_id):
+    h = await hap([backend("web-1")])
+    for method, body in (("PATCH", {"state": "maint"}), ("DELETE", None), ("GET", None)):
+        r = await h.api(method, f"{BACKENDS}/{path_id}", body)
+        assert r.status == 404, (method, r)
+    b = h.backend("web-1")
+    assert (b.weight, str(b.state)) == (1, "up")
 
 
 @pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])

@@ -9,10 +9,10 @@ import pytest
 
 from haproxyd.admin.api import deep_merge
 from haproxyd.admin.metrics import BUCKETS, RequestStats, code_class, merge, quantile
-from haproxyd.admin.server import is_loopback
 from haproxyd.balancer.base import create
 from haproxyd.balancer.state import Backend, Pool
 from haproxyd.config.schema import PoolConfig
+from haproxyd.config.types import is_loopback
 from haproxyd.failover.events import EventLog
 from haproxyd.proxy.client import ClientProtocol, Exchange
 from haproxyd.proxy.runtime import ProxyRuntime

@@ -149,12 +149,16 @@ def host_of(address: str) -> str:
     return parse_address(address).host
 
 
+# The environment the compose file gives the nodes (it requires a token).
+COMPOSE_ENV = {"HAPROXYD_ADMIN_TOKEN": "as-docker-compose-requires"}
+
+
 def test_three_cluster_nodes_each_with_its_own_config() -> None:
     nodes = haproxyd_nodes()
     assert sorted(nodes) == ["haproxyd-1", "haproxyd-2", "haproxyd-3"]
     configs = {name: mount_source(s, CONFIG_TARGET) for name, s in nodes.items()}
     assert len(set(configs.values())) == 3
-    loaded = {name: load_config(path, env={}) for name, path in configs.items()}
+    loaded = {name: load_config(path, env=COMPOSE_ENV) for name, path in configs.items()}
     assert len({c.node.id for c in loaded.values()}) == 3
     for name, cfg in loaded.items():
         assert cfg.cluster.enabled and cfg.cluster.quorum_size == 2
@@ -173,6 +177,8 @@ def test_three_cluster_nodes_each_with_its_own_config() -> None:
         assert str(cfg.admin.address.port) in published
         token = nodes[name]["environment"]["HAPROXYD_ADMIN_TOKEN"]
         assert token.startswith("${HAPROXYD_ADMIN_TOKEN:?"), "the admin token must be required"
+        # Its peers call it by its service name: a Host its admin API must answer.
+        assert name in cfg.admin.allowed_hosts, cfg.admin.allowed_hosts
 
 
 def test_demo_backends_run_the_script_the_image_ships() -> None:
@@ -207,8 +213,9 @@ def test_prometheus_scrapes_every_node_and_loads_the_alerts() -> None:
     }
     expected = set()
     for name, node in haproxyd_nodes().items():
-        cfg = load_config(mount_source(node, CONFIG_TARGET), env={})
+        cfg = load_config(mount_source(node, CONFIG_TARGET), env=COMPOSE_ENV)
         expected.add(f"{name}:{cfg.admin.address.port}")
+        assert name in cfg.admin.allowed_hosts  # else each scrape gets 421
     assert targets == expected
 
 
@@ -290,7 +297,7 @@ def test_the_sentinel_profile_can_carry_the_nodes_redis() -> None:
     for name, node in haproxyd_nodes().items():
         assert node["environment"]["HAPROXYD_REDIS_URL"] == "${HAPROXYD_REDIS_URL:-}", name
         path = mount_source(node, CONFIG_TARGET)
-        assert load_config(path, env={"HAPROXYD_REDIS_URL": ""}).cluster.redis_url.startswith(
-            "redis://redis:"
-        )
-        assert load_config(path, env={"HAPROXYD_REDIS_URL": url}).cluster.redis_url == url
+        unset = {**COMPOSE_ENV, "HAPROXYD_REDIS_URL": ""}
+        assert load_config(path, env=unset).cluster.redis_url.startswith("redis://redis:")
+        sentinel = {**COMPOSE_ENV, "HAPROXYD_REDIS_URL": url}
+        assert load_config(path, env=sentinel).cluster.redis_url == url

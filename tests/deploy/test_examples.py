@@ -9,6 +9,7 @@ Grafana provisioning) is tested where it is used.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -39,17 +40,41 @@ CONFIGS = sorted(
 )
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
-def test_shipped_config_passes_check(path: Path) -> None:
-    result = subprocess.run(
+# docker-compose.ha.yml runs these with HAPROXYD_ADMIN_TOKEN required (their admin API
+# faces the compose network): they are checked as it runs them.
+COMPOSE_NODES = "cluster-node*.yaml"
+COMPOSE_ENV = {"HAPROXYD_ADMIN_TOKEN": "as-docker-compose-requires"}
+
+
+def check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "haproxyd", "check", "-c", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
+        env=env,
     )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_config_passes_check(path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HAPROXYD_ADMIN_TOKEN"}
+    if path.match(COMPOSE_NODES):
+        env.update(COMPOSE_ENV)
+    result = check(path, env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "configuration OK"
+
+
+def test_a_compose_node_without_its_token_is_refused() -> None:
+    nodes = [path for path in CONFIGS if path.match(COMPOSE_NODES)]
+    assert len(nodes) == 3
+    env = {k: v for k, v in os.environ.items() if k != "HAPROXYD_ADMIN_TOKEN"}
+    for path in nodes:
+        result = check(path, env)
+        assert result.returncode == 1, result.stdout
+        assert "admin.address" in result.stderr and "admin.token" in result.stderr
 
 
 def test_there_are_configs_to_check() -> None:
@@ -82,7 +107,7 @@ def test_examples_show_what_their_names_say() -> None:
     assert len({b.region for b in pool.backends}) >= 2
     assert set(pool.regions.weights) == {b.region for b in pool.backends}
 
-    nodes = [load_config(examples / f"cluster-node{n}.yaml", env={}) for n in (1, 2, 3)]
+    nodes = [load_config(examples / f"cluster-node{n}.yaml", env=COMPOSE_ENV) for n in (1, 2, 3)]
     assert [c.node.id for c in nodes] == ["node-1", "node-2", "node-3"]
     for config in nodes:
         assert config.cluster.enabled and config.cluster.quorum_size == 2

@@ -163,7 +163,7 @@ def test_stale_changes_are_409_and_changes_without_a_leader_503_changing_nothing
     status, body = admin_call(follower, "POST", BACKENDS, {"pool": "web", **b1.config()})
     assert status == 409 and body["error"] == "duplicate backend id", body
     status, body = admin_call(follower, "POST", BACKENDS, {"pool": "nope", **b3.config()})
-    assert status == 400 and body["error"] == "invalid backend", body
+    assert status == 404 and body["error"] == "no such pool", body
     status, body = admin_call(follower, "PATCH", f"{BACKENDS}/nope", {"weight": 2})
     assert status == 404, body
     status, body = admin_call(follower, "PATCH", f"{BACKENDS}/b1", {"weight": 1001})
