@@ -130,15 +130,6 @@ class Daemon:
                 self.runtime.shedding = shedding
                 if self.workers is not None:
                     self.workers.broadcast({"op": "shed", "on": shedding})
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "health: %s/%s %s -> %s (%s)",
-                event.pool,
-                event.backend,
-                event.old,
-                event.new,
-                event.reason,
-            )
 
     # -- what the cluster manager reads and asks (haproxyd/cluster/manager.py) --
 
@@ -255,10 +246,12 @@ class Daemon:
             return self._reload_failed([str(issue) for issue in exc.issues])
         except (OSError, ValueError) as exc:
             return self._reload_failed([f"reload: {exc}"])
-        self.runtime.apply(cfg)
-        if self.health is not None:
-            self.health.apply_config(self._live_pools(), cfg)
-        # Re-attach to the rebuilt pools; decisions of unchanged pools carry over.
+        with self.failover.deferred():
+            self.runtime.apply(cfg)
+            if self.health is not None:
+                self.health.apply_config(self._live_pools(), cfg)
+        # Re-attach to the rebuilt pools (decisions of unchanged pools carry over) and
+        # decide once, on the states health has set.
         self.failover.attach(self._live_pools(), self._failover_settings(cfg))
         self.config = cfg
         self.config_version += 1

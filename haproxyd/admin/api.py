@@ -27,6 +27,7 @@ backend may be removed, are per node. `weight: 0` is the cluster-wide "no new tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -308,7 +309,12 @@ async def add_backend(request: web.Request) -> web.Response:
     else:
         runtime = state.daemon.runtime
         assert runtime is not None
-        backend = runtime.add_backend(pool_name, bcfg)
+        failover = getattr(state.daemon, "failover", None)
+        # Failover decides once, on the state health (and `state`) give the backend, not
+        # on the moment it is UP before its first check (FailoverMachine.deferred).
+        with failover.deferred() if failover is not None else contextlib.nullcontext():
+            backend = runtime.add_backend(pool_name, bcfg)
+        pool_runtime.pool.refresh()
     if word in ("drain", "maint"):
         pool_runtime.pool.set_state(bcfg.id, _target_state(state, pool_runtime.pool, backend, word))
     log.info("admin: added backend %s (%s) to pool %s", bcfg.id, backend.address, pool_name)

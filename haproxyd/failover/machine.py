@@ -44,7 +44,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +119,7 @@ class FailoverMachine:
         self._follower = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._deferred = False  # see `deferred`
 
     # -- wiring (daemon: start and every reload) ------------------------------------
 
@@ -150,6 +151,19 @@ class FailoverMachine:
         self._pools = states
         for st in states.values():
             st.pool.set_active_filter(self._rule)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """For a reload: while the pools are rebuilt and health gives new backends their
+        first state, keep the current decisions and decide nothing. A backend re-added
+        by the file is UP for the moment before health marks it `checking`, and deciding
+        on that would log and record a change and its reverse in one millisecond.
+        `attach` afterwards decides once, on the settled states."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
 
     async def start(self) -> None:
         if self._task is None:
@@ -285,6 +299,9 @@ class FailoverMachine:
         if st is None:
             return default_selectable(pool.backends.values())
         now = self.clock()
+        if self._deferred:
+            # Mid-reload: serve the current decision; `attach` decides once at the end.
+            return self._chosen(st, pool, None)
         transitions = self._observe(st, pool, now)
         view = self._view(st, pool, now, include_held=False)
         due: float | None = None
@@ -297,13 +314,23 @@ class FailoverMachine:
         st.due = min(dues) if dues else None
         if st.due is not None:
             self._wake.set()
+        return self._chosen(st, pool, view)
+
+    def _chosen(self, st: _PoolState, pool: Pool, view: View | None) -> tuple[Backend, ...]:
+        """The pool's selectable set under the current decision (and its retry
+        fallback, the next in line, when one backend serves). `view` None: mid-reload,
+        the next in line stays the one the pool had."""
         decision = st.decision
         backends = pool.backends
         chosen = tuple(backends[i] for i in decision.active if i in backends)
         if decision.panic:
             return PanicSet(chosen)
         if len(chosen) == 1:
-            fallback = st.strategy.fallback(view, decision.active)
+            if view is None:
+                previous = st.pool.retry_fallback
+                fallback = previous.id if previous is not None else None
+            else:
+                fallback = st.strategy.fallback(view, decision.active)
             pool.retry_fallback = backends.get(fallback) if fallback is not None else None
         return chosen
 

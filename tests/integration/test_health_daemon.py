@@ -15,7 +15,7 @@ import urllib.error
 import pytest
 from helpers.backends import RawReply
 from helpers.http1 import wait_until
-from helpers.process import admin_json
+from helpers.process import admin_call, admin_json
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -136,8 +136,12 @@ def test_new_backend_takes_traffic_only_after_its_first_pass(raw_backend, backen
 def test_passive_detection_ejects_a_backend_failing_live_traffic(raw_backend, backend, daemon):
     steady = backend("steady")
     broken = raw_backend(lambda rec: RawReply(SICK, close=False), backend_id="broken")
-    passive = {"consecutive_failures": 3, "ejection": "30s", "on_5xx": True,
-               "max_ejection_percent": 50}
+    passive = {
+        "consecutive_failures": 3,
+        "ejection": "30s",
+        "on_5xx": True,
+        "max_ejection_percent": 50,
+    }
     d = daemon(
         [steady, broken],
         extra={"pools": {"web": {"passive": passive, "retries": {"attempts": 0}}}},
@@ -155,8 +159,14 @@ def test_passive_detection_ejects_a_backend_failing_live_traffic(raw_backend, ba
 
 def test_unhealthy_node_sheds_load(backend, daemon):
     steady = backend("steady")
-    node_check = {"type": "disk_space", "path": "/", "min_free_percent": 100,
-                  "interval": "200ms", "rise": 1, "fall": 1}
+    node_check = {
+        "type": "disk_space",
+        "path": "/",
+        "min_free_percent": 100,
+        "interval": "200ms",
+        "rise": 1,
+        "fall": 1,
+    }
     d = daemon([steady], extra={"node_checks": [node_check], "on_unhealthy": "shed"})
     wait_until(
         lambda: (admin_or_none(d, "/api/v1/ha/status") or {}).get("healthy") is False,
@@ -167,3 +177,75 @@ def test_unhealthy_node_sheds_load(backend, daemon):
         r = c.request("GET", "/shed")
     assert r.status == 503, r
     assert not any(rec.target == "/shed" for rec in steady.requests)
+
+
+def test_one_log_line_per_health_change_and_no_flip_flop_when_a_reload_re_adds(backend, daemon):
+    """A health change is one log line (the scheduler's), and a reload that brings a
+    backend back decides once, when its health is known: no `[b2] -> [b1, b2] -> [b2]`
+    in the same instant because the re-added backend looked UP before its first check."""
+    b1, b2 = backend("b1"), backend("b2")
+    d = daemon([b1, b2], pools=None)
+    d.config["pools"]["web"]["health_checks"] = [CHECK]
+    d.write_config()
+    signal_reload(d, 1)
+    wait_backend(d, "b1", "up")
+    wait_backend(d, "b2", "up")
+
+    b1.stop()
+    wait_backend(d, "b1", "down")
+    lines = [
+        line
+        for line in d.stderr_text().splitlines()
+        if "b1" in line and "up -> down" in line and "haproxyd.failover" not in line
+    ]
+    assert len(lines) == 1 and "haproxyd.health" in lines[0], lines
+
+    d.config["pools"]["web"]["backends"] = [b2.config()]
+    signal_reload(d, 2)
+    b1.start()
+    d.config["pools"]["web"]["backends"] = [b1.config(), b2.config()]
+    signal_reload(d, 3)
+    wait_backend(d, "b1", "up")
+    wait_until(lambda: "['b2'] -> ['b1', 'b2']" in d.stderr_text(), timeout=10, what="b1 back in")
+    failover = [line for line in d.stderr_text().splitlines() if "haproxyd.failover" in line]
+    back_in = [line for line in failover if "-> ['b1', 'b2']" in line]
+    out_again = [line for line in failover if "['b1', 'b2'] -> ['b2']" in line]
+    assert len(back_in) == 1 and len(out_again) == 1, failover  # out when b1 died only
+    events = admin_json(d, "/api/v1/ha/failover/events?pool=web")["events"]
+    moves = [(e["details"].get("previous"), e["details"].get("active")) for e in events]
+    assert moves.count((["b2"], ["b1", "b2"])) == 1, moves
+
+    # The same through the admin API: one decision, once b3's first checks pass.
+    b3 = backend("b3")
+    code, _ = admin_call(
+        d, "POST", "/api/v1/ha/load-balancer/backends", {"pool": "web", **b3.config()}
+    )
+    assert code == 201
+    wait_backend(d, "b3", "up")
+    wait_until(lambda: "-> ['b1', 'b2', 'b3']" in d.stderr_text(), timeout=10, what="b3 in")
+    events = admin_json(d, "/api/v1/ha/failover/events?pool=web")["events"]
+    moves = [(e["details"].get("previous"), e["details"].get("active")) for e in events]
+    assert [m for m in moves if "b3" in (m[0] or []) + (m[1] or [])] == [
+        (["b1", "b2"], ["b1", "b2", "b3"])
+    ], moves
+
+
+def signal_reload(d, count: int) -> None:
+    import os
+    import signal
+
+    d.write_config()
+    os.kill(d.pid, signal.SIGHUP)
+    wait_until(
+        lambda: admin_json(d, "/api/v1/ha/status")["reloads"]["ok"] == count,
+        timeout=15,
+        what=f"reload {count}",
+    )
+
+
+def wait_backend(d, backend_id: str, state: str) -> None:
+    wait_until(
+        lambda: admin_json(d, f"/api/v1/ha/load-balancer/backends/{backend_id}")["state"] == state,
+        timeout=15,
+        what=f"{backend_id} {state}",
+    )
