@@ -166,7 +166,7 @@ class RequestStats:
         }
 
 
-BACKEND_COUNTER_FIELDS = ("active", "sent", "failures", "selections")
+BACKEND_COUNTER_FIELDS = ("active", "sent", "failures", "selections", "connects")
 
 
 def backend_counters(pools: Iterable[PoolRuntime]) -> list[dict[str, Any]]:
@@ -180,6 +180,7 @@ def backend_counters(pools: Iterable[PoolRuntime]) -> list[dict[str, Any]]:
             "sent": b.requests,
             "failures": b.failures,
             "selections": b.selections,
+            "connects": runtime.upstreams[b.id].connects,
         }
         for runtime in pools
         for b in runtime.pool.backends.values()
@@ -352,6 +353,12 @@ class HaproxydCollector(Collector):
             "Times the balancer picked the backend.",
             labels=["pool", "backend"],
         )
+        connects = CounterMetricFamily(
+            "haproxyd_backend_connects",
+            "Connections opened to the backend (its rate is connection churn: with enough "
+            "idle connections kept, it stays near zero under steady load).",
+            labels=["pool", "backend"],
+        )
         selectable = GaugeMetricFamily(
             "haproxyd_pool_selectable_backends",
             "Backends the pool's balancer may currently choose from.",
@@ -375,7 +382,18 @@ class HaproxydCollector(Collector):
                 sent.add_metric(labels, c["sent"])
                 failures.add_metric(labels, c["failures"])
                 selections.add_metric(labels, c["selections"])
-        yield from (up, backend_state, active, weight, sent, failures, selections, selectable)
+                connects.add_metric(labels, c["connects"])
+        yield from (
+            up,
+            backend_state,
+            active,
+            weight,
+            sent,
+            failures,
+            selections,
+            connects,
+            selectable,
+        )
 
         health = GaugeMetricFamily(
             "haproxyd_health_check_duration_seconds",

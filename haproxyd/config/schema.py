@@ -761,7 +761,17 @@ class RetriesConfig(_Section):
 class UpstreamKeepalive(_Section):
     """Keep-alive connections to backends."""
 
-    max_idle: int = Field(64, ge=0, description="Idle connections kept per backend; 0 = no reuse.")
+    max_idle: int = Field(
+        10000,
+        ge=0,
+        description=(
+            "Idle connections kept per backend and process; 0 = no reuse. The default keeps "
+            "as many as the peak of requests in flight needed (a lower cap closes a "
+            "connection on every release and opens one on every request above it); "
+            "those left unused close after idle_timeout (HAProxy's pool-max-conn and "
+            "pool-purge-delay)."
+        ),
+    )
     idle_timeout: Duration = Field(60.0, gt=0, description="Close an idle connection after this.")
     max_requests: int = Field(
         0, ge=0, description="Requests per connection before closing it; 0 = unlimited."

@@ -36,6 +36,7 @@ cdef class UpstreamPool:
     cdef public object resolver
     cdef public object idle
     cdef public long long open
+    cdef public long long connects
     cdef public long long _next_address
 
     cpdef release(self, UpstreamConnection conn, double now)

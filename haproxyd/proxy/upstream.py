@@ -335,6 +335,7 @@ class UpstreamPool:
         self.resolver = resolver
         self.idle: collections.deque[UpstreamConnection] = collections.deque()
         self.open = 0  # connections open now (idle or busy)
+        self.connects = 0  # connections opened so far (churn: haproxyd_backend_connects)
         self._next_address = 0
 
     def configure(self, *, max_idle: int, idle_timeout: float, max_requests: int) -> None:
@@ -360,6 +361,7 @@ class UpstreamPool:
             port,
         )
         self.open += 1
+        self.connects += 1
         return conn
 
     def release(self, conn: UpstreamConnection, now: float) -> None:

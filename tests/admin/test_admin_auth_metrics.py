@@ -133,6 +133,8 @@ async def test_metrics_match_the_requests_sent(hap, backend):
         assert value(m, "haproxyd_backend_up", pool="web", backend=bid) == 1
         assert value(m, "haproxyd_backend_active_connections", pool="web", backend=bid) == 0
         assert value(m, "haproxyd_backend_selections_total", pool="web", backend=bid) == n
+        # One request at a time: each backend's connection is reused, never reopened.
+        assert value(m, "haproxyd_backend_connects_total", pool="web", backend=bid) == 1
     assert value(m, "haproxyd_config_reloads_total", result="ok") == 0
     assert value(m, "haproxyd_config_reloads_total", result="error") == 0
     assert value(m, "haproxyd_cluster_is_leader") == 1

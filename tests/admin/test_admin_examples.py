@@ -34,6 +34,7 @@ EXPORTED = {
     "haproxyd_backend_attempts_total",
     "haproxyd_backend_failures_total",
     "haproxyd_backend_selections_total",
+    "haproxyd_backend_connects_total",
     "haproxyd_pool_selectable_backends",
     "haproxyd_health_check_duration_seconds",
     "haproxyd_failover_events_total",

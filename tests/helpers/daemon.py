@@ -123,12 +123,7 @@ def make_config(
     if tls is not None:
         listener["tls"] = {"cert": str(tls[0]), "key": str(tls[1])}
     if pools is None:
-        pools = {
-            "web": {
-                "backends": backends or [],
-                "keepalive": {"max_idle": 64, "idle_timeout": "60s"},
-            }
-        }
+        pools = {"web": {"backends": backends or []}}  # the defaults, as users get them
     config: dict[str, Any] = {
         "listeners": [listener],
         "admin": {"address": f"127.0.0.1:{admin_port}"},

@@ -8,7 +8,7 @@ import pytest
 from helpers.asserts import assert_proxy_error
 from helpers.backends import RawReply
 from helpers.daemon import free_port
-from helpers.http1 import ConnectionClosed, ProtocolError, wait_until
+from helpers.http1 import ConnectionClosed, ProtocolError, build_request, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,3 +146,39 @@ def test_backend_address_may_be_a_host_name(backend, daemon):
             assert r.status == 200, r
             assert r.json()["backend"] == b1.id
     assert len(b1.requests) == 3
+
+
+def test_backend_connections_do_not_churn_above_64_in_flight(backend, daemon):
+    """Rounds of 120 requests in flight at once, all answered together: the pool keeps
+    what the peak needed, so each round reuses the connections of the one before. (A
+    cap of 64 idle closed 56 on each burst of releases and opened 56 for the next
+    round's requests: TIME_WAIT build-up and a connect per request under load.)"""
+    b1 = backend("b1")
+    d = daemon([b1])
+    clients = [d.conn(timeout=10) for _ in range(120)]
+    try:
+        for round_ in range(6):
+            for i, conn in enumerate(clients):
+                conn.send(build_request("GET", f"/slow?ms=300&r={round_}&i={i}"))
+            for conn in clients:
+                assert conn.read_response(timeout=20).status == 200
+    finally:
+        for conn in clients:
+            conn.close()
+    requests = list(b1.requests)
+    assert len(requests) == 720
+    first = {r.peer for r in requests[:120]}
+    later = {r.peer for r in requests[120:]} - first
+    assert len(first) == 120 and len(later) <= 5, f"{len(later)} connections opened after round 1"
+    # The churn metric counts exactly the connections the backend saw.
+    line = next(
+        x for x in _metrics_text(d).splitlines() if x.startswith("haproxyd_backend_connects_total")
+    )
+    assert 'backend="b1"' in line and float(line.rsplit(" ", 1)[1]) == len(first | later), line
+
+
+def _metrics_text(d) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{d.config['admin']['address']}/metrics") as response:
+        return response.read().decode()
