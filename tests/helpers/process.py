@@ -40,9 +40,7 @@ def admin_json(daemon: Daemon, path: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
-def post_json(
-    d: Daemon, path: str, body: Any, *, query: str = ""
-) -> tuple[int, dict[str, Any]]:
+def post_json(d: Daemon, path: str, body: Any, *, query: str = "") -> tuple[int, dict[str, Any]]:
     return admin_call(d, "POST", path, body, query=query)
 
 
@@ -169,6 +167,21 @@ class LoadStats:
 
     def ok_after(self, moment: float) -> int:
         return sum(1 for t in self.ok_times if t > moment)
+
+
+def assert_nothing_failed(stats: LoadStats, daemon: Daemon) -> None:
+    """No request of the load failed, as the clients saw it and as the access log says
+    (the log's non-200 lines show where it failed: backend, attempts, termination)."""
+    bad = [
+        {k: e[k] for k in ("status", "backend", "attempts", "termination")}
+        for e in daemon.access_log()
+        if e["status"] != 200
+    ]
+    assert not stats.failures and not bad, (
+        f"{len(stats.failures)} failed of {stats.ok + len(stats.failures)}",
+        [str(f) for f in stats.failures[:5]],
+        bad[:5],
+    )
 
 
 class _Closed(Exception):

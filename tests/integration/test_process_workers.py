@@ -198,7 +198,7 @@ def test_backend_figures_and_drain_wait_count_every_worker(backend, daemon):
     try:
         assert set(owners.values()) == set(pids), f"one worker got every connection: {owners}"
         for i, conn in enumerate(conns):
-            conn.send(build_request("GET", f"/slow?ms=3000&i={i}"))
+            conn.send(build_request("GET", f"/slow?ms=5000&i={i}"))
         sent = time.monotonic()
         b1.wait_for_requests(32)
         view = admin_json(d, f"{backends}/b1")
@@ -207,6 +207,12 @@ def test_backend_figures_and_drain_wait_count_every_worker(backend, daemon):
         assert [b["active"] for b in listed if b["id"] == "b1"] == [16], listed
         assert admin_json(d, "/api/v1/ha/status")["pools"][0]["active"] == 16
 
+        def stats_active() -> int:  # the status page's source: the workers' snapshots
+            pool = admin_json(d, "/api/v1/ha/load-balancer/stats")["pools"][0]
+            return next(b["active"] for b in pool["backends"] if b["id"] == "b1")
+
+        wait_until(lambda: stats_active() == 16, timeout=3, what="16 active in lb stats")
+
         code, body = admin_call(d, "PATCH", f"{backends}/b1", {"state": "drain"})
         assert code == 200 and body["active"] == 16, body
         code, body = admin_call(d, "DELETE", f"{backends}/b1")
@@ -214,10 +220,10 @@ def test_backend_figures_and_drain_wait_count_every_worker(backend, daemon):
         # ?wait returns once the last slow request is answered, not before.
         code, body = admin_call(d, "DELETE", f"{backends}/b1", query="wait=30")
         assert code == 200 and body["removed"]["active"] == 0, body
-        assert time.monotonic() - sent >= 2.9, "DELETE ?wait returned with requests in flight"
+        assert time.monotonic() - sent >= 4.9, "DELETE ?wait returned with requests in flight"
         for i, conn in enumerate(conns):
             resp = conn.read_response(timeout=10)
-            assert resp.status == 200 and resp.json()["target"] == f"/slow?ms=3000&i={i}"
+            assert resp.status == 200 and resp.json()["target"] == f"/slow?ms=5000&i={i}"
         assert [b["id"] for b in admin_json(d, backends)["backends"]] == ["b2"]
     finally:
         for conn in conns:
