@@ -160,6 +160,7 @@ def test_merge_sums_worker_snapshots():
                     "a": SimpleNamespace(id="a", active=2, requests=5, failures=1, selections=5)
                 }
             ),
+            upstreams={"a": SimpleNamespace(connects=3)},
         )
     ]
     merged = merge([one.snapshot(pools), json.loads(json.dumps(two.snapshot(pools)))])
@@ -170,6 +171,7 @@ def test_merge_sums_worker_snapshots():
     assert series[("web", "b")]["codes"] == {"404": 1}
     [b] = merged["backends"]
     assert (b["active"], b["sent"], b["failures"], b["selections"]) == (4, 10, 2, 10)
+    assert b["connects"] == 6
     bad = one.snapshot()
     bad["bounds"] = [1.0]
     with pytest.raises(ValueError):
