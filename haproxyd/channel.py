@@ -152,8 +152,8 @@ class Channel:
                 if not future.done():
                     future.set_exception(ChannelClosed("channel closed"))
         self._reader = self._writer = None
-        for fd in self._fds:
-            socket.close(fd)
+        for received in self._fds:
+            socket.close(received)
         self._fds.clear()
         self.sock.close()
 
