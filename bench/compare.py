@@ -120,7 +120,7 @@ def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, 
   keepalive_timeout {IDLE_TIMEOUT_S}s; keepalive_requests 100000000;
   upstream be {{
     server {LOOPBACK}:{bport};
-    keepalive 64; keepalive_requests 100000000; keepalive_timeout {IDLE_TIMEOUT_S}s;
+    keepalive 4096; keepalive_requests 100000000; keepalive_timeout {IDLE_TIMEOUT_S}s;
   }}
   server {{
     listen {LOOPBACK}:{port} backlog=4096{" reuseport" if workers > 1 else ""};
