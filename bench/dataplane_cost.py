@@ -17,6 +17,7 @@ uvloop, ...), and with `--top K` the K costliest functions. Loopback only, bound
 count and time; every process is stopped by PID.
 
     python3 bench/dataplane_cost.py [--requests 4000] [--connections 8] [--top 15]
+    python3 bench/dataplane_cost.py --new-connections   # a connection per request
 """
 
 from __future__ import annotations
@@ -37,6 +38,25 @@ from _common import LOOPBACK, Procs, free_port, raise_nofile, wait_http, which
 from compare import REPO, _haproxyd_env, backend_conf, haproxyd_conf
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: dataplane-cost\r\n\r\n"
+CLOSING_REQUEST = REQUEST[:-2] + b"Connection: close\r\n\r\n"
+
+
+def drive_new_connections(port: int, requests: int, timeout: float) -> int:
+    """`requests` GETs, each on a connection of its own that the proxy closes after
+    the response (`Connection: close`): accept, the head, the exchange and the close
+    are all counted, as with wrk's `-H 'Connection: close'`."""
+    done = 0
+    deadline = time.monotonic() + timeout
+    for _ in range(requests):
+        if time.monotonic() > deadline:
+            break
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.sendall(CLOSING_REQUEST)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            done += data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n")
+    return done
 
 
 def drive(port: int, requests: int, connections: int, timeout: float) -> int:
@@ -113,6 +133,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--top", type=int, default=0, help="list the K costliest functions")
     parser.add_argument(
+        "--new-connections",
+        action="store_true",
+        help="each request on a new client connection (the connection-setup path)",
+    )
+    parser.add_argument(
         "--keep-dump", metavar="FILE", help="copy the callgrind dump to FILE (callgrind_annotate)"
     )
     args = parser.parse_args()
@@ -165,7 +190,10 @@ def main() -> int:
         drive(port, 200, connections, 300)  # warm: pooled upstream connections, caches
         control(daemon.popen.pid, "-i", "on")
         began = time.monotonic()
-        ok = drive(port, requests, connections, 600)
+        if args.new_connections:
+            ok = drive_new_connections(port, requests, 600)
+        else:
+            ok = drive(port, requests, connections, 600)
         seconds = time.monotonic() - began
         control(daemon.popen.pid, "-i", "off")
         control(daemon.popen.pid, "-d")
@@ -180,10 +208,8 @@ def main() -> int:
         total = totals(dump)
         if args.keep_dump:
             shutil.copyfile(dump, args.keep_dump)
-        print(
-            f"{ok}/{requests} requests answered 200 over {connections} connections "
-            f"({seconds:.0f} s under valgrind)"
-        )
+        over = "new connections" if args.new_connections else f"{connections} connections"
+        print(f"{ok}/{requests} requests answered 200 over {over} ({seconds:.0f} s under valgrind)")
         print(f"instructions per request: {total / max(ok, 1):,.0f} (user space of the proxy)")
         objects, functions = by_object(dump, args.top)
         for name, cost in sorted(objects.items(), key=lambda kv: -kv[1]):
