@@ -36,21 +36,22 @@ LEVELS = (10, 50, 200, 400, 1000)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)),
-                    help="comma list of wrk connection counts (each 1-5000)")
+                    help="comma list of wrk connection counts (each 1-10000)")
     ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run (1-60)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first")
     ap.add_argument("--only", default=",".join(compare.PEERS), help="proxies to run")
     ap.add_argument("--plot", metavar="PNG", help="draw req/s and p99 against connections")
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     o = ap.parse_args(argv)
-    o.levels = [max(1, min(int(x), 5000)) for x in o.levels.split(",") if x.strip()]
+    o.levels = [max(1, min(int(x), 10000)) for x in o.levels.split(",") if x.strip()]
     o.only = [p for p in (x.strip() for x in o.only.split(",")) if p]
     if bad := [p for p in o.only if p not in compare.PEERS]:
         ap.error(f"unknown proxy {bad}")
     o.duration = max(1, min(o.duration, 60))
     o.warmup = max(0, min(o.warmup, 30))
-    # What compare.start_peer reads besides these.
-    o.workers, o.idle_conns, o.wrk_threads = 1, 0, 1
+    # What compare.start_peer reads besides these; its configs size their connection
+    # limits as idle_conns + 4000.
+    o.workers, o.idle_conns, o.wrk_threads = 1, max(o.levels), 1
     return o
 
 
