@@ -33,7 +33,7 @@ import httptools
 
 from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.errors import error_response
-from haproxyd.proxy.flow import PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, PAUSE_WAITING
+from haproxyd.proxy.flow import PAUSE_HELD, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, PAUSE_WAITING
 from haproxyd.proxy.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -174,7 +174,6 @@ class Exchange:
         "status",
         "termination",
         "trailers",
-        "tunnel_buffer",
         "upgrade",
         "upstream",
         "upstream_paused",
@@ -213,7 +212,6 @@ class Exchange:
         # Response bytes for the client, written in one `writelines` per backend read
         # (or at the end of the exchange): one syscall where a naive proxy makes two.
         self.out: list[bytes] = []
-        self.tunnel_buffer: list[bytes] | None = None
         self.pool: PoolRuntime | None = None
         self.backend: Backend | None = None
         self.counted = False  # `pool.on_start(backend)` called, `on_finish` not yet
@@ -426,9 +424,6 @@ class Exchange:
         elif self.expect_continue and not self.continue_sent:
             self.continue_sent = True
             client.transport.write(_CONTINUE)
-        if self.tunnel_buffer:
-            transport.writelines(self.tunnel_buffer)
-            self.tunnel_buffer = None
 
     @staticmethod
     def _trailer_block(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
@@ -548,8 +543,6 @@ class Exchange:
                 parts += (b"Upgrade: ", upgrade_value, CRLF)
             parts.append(b"Connection: upgrade\r\n")
         else:
-            if self.upgrade:
-                self.close_after = True  # the client may already be sending upgraded bytes
             no_body = self.is_head or status == 204 or status == 304
             if content_length is not None:
                 parts += (b"Content-Length: ", content_length, CRLF)
@@ -722,6 +715,7 @@ class ClientProtocol:
         "_forwarded",
         "_head_raw",
         "_header_bytes",
+        "_held",
         "_parsing",
         "_paused",
         "_tunnel",
@@ -759,6 +753,8 @@ class ClientProtocol:
         self._header_bytes = 0  # request line and headers parsed so far
         self._head_raw = 0  # bytes received while a request's head was incomplete
         self._tunnel: asyncio.Transport | None = None
+        # After an upgrade request, until its response: the bytes that followed it.
+        self._held: list[bytes] | None = None
         self._eof = False  # the client half-closed
         self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
@@ -795,14 +791,14 @@ class ClientProtocol:
             self._tunnel.write(data)
             self.touch()
             return
-        current = self.current
-        if current is not None and current.upgrade and current.ready:
-            # Bytes after an upgrade request, before the backend said 101.
-            if current.tunnel_buffer is None:
-                current.tunnel_buffer = []
-            current.tunnel_buffer.append(data)
-            self.pause_reading_for(PAUSE_WAITING)
+        held = self._held
+        if held is not None:
+            # Bytes after an upgrade request, before its response: the tunnel's after a
+            # 101, the next request's otherwise; neither is known yet.
+            held.append(data)
+            self.pause_reading_for(PAUSE_HELD)
             return
+        current = self.current
         partial_head = current is not None and not current.ready
         if scan_request_head is not None and current is None and not self._parsing:
             data = self._scan_requests(data)
@@ -866,14 +862,17 @@ class ClientProtocol:
         if current.method == b"CONNECT":
             self._reject(405, "CONNECT is not supported")
             return
+        # An upgrade request is an ordinary request until its backend answers 101 (RFC
+        # 9110 §7.8): what follows its head is held, unread and unsent, until then, and
+        # read as the next request if the answer is anything else. (httptools has llhttp
+        # resume after the upgrade, so the same parser reads on; it never reads an
+        # upgrade request's body, which is why one with a body is refused.)
         offset = exc.args[0] if exc.args else len(data)
         rest = data[offset:]
         current.upgrade = True
-        self.current = current  # keeps buffering raw bytes until the backend answers
-        if rest:
-            current.tunnel_buffer = [rest]
-        if self.queue[0] is current and not current.dispatched:
-            current.dispatch()
+        self._held = [rest] if rest else []
+        self.pause_reading_for(PAUSE_HELD)
+        self._dispatch_head()
 
     def eof_received(self) -> bool | None:
         """The client half-closed. Requests it sent are still answered (it may be
@@ -1054,6 +1053,10 @@ class ClientProtocol:
             named = meta.named_by_connection()
             if named:
                 drop_named(parts, 1, named)
+        if upgrade and (meta.chunked or (meta.content_length or b"0").strip(b"0")):
+            # llhttp reads no body of an upgrade request (httptools has it skip one),
+            # and a WebSocket handshake never has one (RFC 6455 §4.1).
+            raise BadRequest(400, "upgrade request with a body")
         exchange.kept_end = len(parts)
         exchange.expect_continue = meta.expect_continue and not exchange.http10
         if meta.content_length is not None:
@@ -1061,7 +1064,7 @@ class ClientProtocol:
             if max_body and int(meta.content_length) > max_body:
                 raise BadRequest(413, "request body too large")
             framing = b"Content-Length: " + meta.content_length + CRLF
-        elif meta.chunked and not upgrade:
+        elif meta.chunked:
             exchange.chunked_in = True
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
@@ -1171,13 +1174,19 @@ class ClientProtocol:
         self._report(exchange)
         if self.closed:
             return
-        if exchange.close_after or not exchange.keep_alive or (self._eof and not queue):
+        if exchange.close_after or not exchange.keep_alive:
             self.close()
             return
         if self._paused:
             self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
             if len(queue) <= 1:
                 self.resume_reading_for(PAUSE_PIPELINE)
+        if exchange.upgrade and self._held is not None:
+            self._release_held()  # (nothing after an upgrade request is queued yet)
+            return
+        if self._eof and not queue:
+            self.close()
+            return
         if queue:
             self._dispatch_head()
             return
@@ -1188,6 +1197,19 @@ class ClientProtocol:
             self.deadline = ended + self.runtime.idle_timeout
             if self.runtime.draining:
                 self.close()
+
+    def _release_held(self) -> None:
+        """An upgrade request was answered without a 101: what the client sent after
+        it is HTTP again, read now as if it had just arrived."""
+        held = self._held
+        self._held = None
+        self.timeout_kind = T_IDLE
+        self.deadline = self.clock() + self.runtime.idle_timeout
+        self.resume_reading_for(PAUSE_HELD)
+        if held:
+            self.data_received(b"".join(held))
+        if self._eof and not self.queue:
+            self.close()  # half-closed: nothing more can come
 
     def start_tunnel(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
         queue = self.queue
@@ -1200,12 +1222,12 @@ class ClientProtocol:
         conn.tunnel = self.transport
         self.timeout_kind = T_TUNNEL
         self.touch()
-        if exchange.tunnel_buffer:
-            transport.writelines(exchange.tunnel_buffer)
-            exchange.tunnel_buffer = None
+        held = self._held
+        self._held = None
+        if held:
+            transport.writelines(held)  # sent after the upgrade request: now the tunnel's
         if rest:
             self.transport.write(rest)
-        self.current = None
         self._paused = 0
         self.transport.resume_reading()
 

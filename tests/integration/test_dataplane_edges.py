@@ -1,0 +1,101 @@
+"""Edges of HTTP/1.1 where a front proxy is attacked (issue 18), on raw sockets: what the
+client sends is bytes, and what a raw backend received is checked as it arrived. Every
+request that reaches a backend must be one the proxy parsed and rewrote (it carries
+`Via: 1.1 haproxyd`, see `assert_all_rewritten`).
+
+Upgrade requests, trailers, pipelining past an error, a client that leaves mid-request,
+lingering close, bodiless responses and transfer codings; the request target, Host and
+routing are in test_dataplane_targets.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers.asserts import assert_all_rewritten
+from helpers.backends import RawReply, Recorded
+from helpers.http1 import Conn
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def ok_reply(rec: Recorded) -> RawReply:
+    """200, keep-alive, the target as the body: says which request it answers."""
+    body = rec.target.encode()
+    return RawReply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), False)
+
+
+# -- 1. Upgrade: an ordinary request until a 101 ------------------------------------
+
+SMUGGLE_AFTER_UPGRADE = (
+    b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+    b"GET /smuggled HTTP/1.1\r\nHost: internal.example\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("protocol", [b"websocket", b"h2c"])
+def test_bytes_after_a_declined_upgrade_are_parsed_as_the_next_request(
+    raw_backend, daemon, protocol
+):
+    """The issue's reproduction in one write: the backend answers the upgrade request
+    with a 200, so what followed its head is the next request, parsed and rewritten by
+    the proxy (its X-Forwarded-For appended to), never raw bytes on the backend."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(SMUGGLE_AFTER_UPGRADE % protocol)
+        first = c.read_response()
+        second = c.read_response()
+    assert (first.status, first.body) == (200, b"/first"), first
+    assert (second.status, second.body) == (200, b"/smuggled"), second
+    assert [r.target for r in rb.requests] == ["/first", "/smuggled"], rb.requests
+    assert_all_rewritten(rb.requests)
+    smuggled = rb.requests[1]
+    assert smuggled.header("X-Forwarded-For") == "6.6.6.6, 127.0.0.1", smuggled.raw
+    assert smuggled.header("X-Forwarded-Host") == "internal.example", smuggled.raw
+    assert smuggled.header("Upgrade") is None, smuggled.raw
+
+
+def test_bytes_after_an_accepted_upgrade_go_through_the_tunnel(raw_backend, daemon):
+    """After a 101 the connection is a tunnel: the bytes the client sent after its
+    upgrade request reach the backend as they were, after the 101."""
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    tunnelled = b"GET /inside HTTP/1.1\r\nHost: tunnel\r\n\r\n"
+
+    def handler(rec: Recorded) -> RawReply:
+        if rec.target == "/up":
+            return RawReply(switch, close=False)
+        return RawReply(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ninside", close=False)
+
+    rb = raw_backend(handler)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+               + tunnelled)  # fmt: skip
+        r = c.read_response()
+        assert r.status == 101, r
+        inner = c.read_response()
+        assert (inner.status, inner.body) == (200, b"inside"), inner
+    assert [r.target for r in rb.requests] == ["/up", "/inside"]
+    assert_all_rewritten(rb.requests[:1])
+    assert rb.requests[1].raw == tunnelled  # byte for byte, as the client sent it
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\n\r\nhello",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_upgrade_request_with_a_body_is_refused(raw_backend, daemon, framing):
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n" + framing)
+        r = c.read_response()
+        assert r.status == 400, r
+        assert c.wait_closed(5)
+    with Conn(d.port) as c:
+        assert c.request("GET", "/barrier").status == 200
+    assert [r.target for r in rb.requests] == ["/barrier"]
