@@ -54,6 +54,7 @@ from haproxyd.proxy.headers import (
     header_in_block,
     request_kind,
     request_kind_cached,
+    trailer_allowed,
 )
 
 try:
@@ -427,12 +428,14 @@ class Exchange:
 
     @staticmethod
     def _trailer_block(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
-        """The last chunk of a chunked body, with its trailers."""
+        """The last chunk of a chunked body, with the trailers that may be forwarded
+        (to a backend or to the client)."""
         if not trailers:
             return _CHUNK_END
         parts = [b"0\r\n"]
         for name, value in trailers:
-            parts += (name, b": ", value, _CRLF)
+            if trailer_allowed(name):
+                parts += (name, b": ", value, _CRLF)
         parts.append(_CRLF)
         return b"".join(parts)
 

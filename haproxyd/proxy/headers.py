@@ -68,6 +68,34 @@ _RESPONSE_KINDS_LOWER: dict[bytes, int] = {
     b"upgrade": UPGRADE,
 }
 
+# Trailer fields that are never forwarded, either way (RFC 9110 §6.5.1: a trailer must
+# not frame, route, authenticate or control the connection, and a recipient must not
+# merge one that does into the header section). Left in a chunked body's trailer
+# section, `Connection: close` or a `Content-Length` reaches a backend's parser on a
+# pooled connection and poisons it for the next client. Every header the proxy acts on
+# or drops is among them, so the list is derived from those tables.
+_TRAILER_DENIED = frozenset(
+    {
+        *_REQUEST_KINDS_LOWER,
+        *_RESPONSE_KINDS_LOWER,
+        b"forwarded",
+        b"authorization",
+        b"www-authenticate",
+        b"content-encoding",
+        b"content-range",
+        b"content-type",
+    }
+)
+_TRAILER_DENIED_PREFIXES = (b"proxy-", b"x-forwarded-")
+
+
+def trailer_allowed(name: bytes) -> bool:
+    """Whether a trailer field `name` (any case) may be forwarded (trailers are rare:
+    no cache)."""
+    lower = name.lower()
+    return lower not in _TRAILER_DENIED and not lower.startswith(_TRAILER_DENIED_PREFIXES)
+
+
 # Spellings seen so far -> kind. Bounded: past the limit (a peer inventing names) a new
 # spelling is classified without being remembered.
 _CACHE_LIMIT = 4096

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from helpers.asserts import assert_all_rewritten
 from helpers.backends import RawReply, Recorded
-from helpers.http1 import Conn
+from helpers.http1 import Conn, ProtocolError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -99,3 +99,71 @@ def test_upgrade_request_with_a_body_is_refused(raw_backend, daemon, framing):
     with Conn(d.port) as c:
         assert c.request("GET", "/barrier").status == 200
     assert [r.target for r in rb.requests] == ["/barrier"]
+
+
+# -- 5. Trailers that frame, route or control the connection are never forwarded -----
+
+DENIED_TRAILERS = (
+    b"Connection: close\r\nHost: internal.example\r\nTE: trailers\r\nTrailer: X-Ok\r\n"
+    b"Upgrade: websocket\r\nExpect: 100-continue\r\nKeep-Alive: timeout=5\r\n"
+    b"Proxy-Authorization: Basic eA==\r\nProxy-Anything: 1\r\nX-Forwarded-For: 6.6.6.6\r\n"
+    b"X-Forwarded-Anything: 1\r\nForwarded: for=6.6.6.6\r\nVia: 1.1 evil\r\n"
+)
+# One trailer section with every denied field llhttp lets through, then the two it
+# refuses in a request's trailers (each alone, or llhttp's refusal hides the rest).
+TRAILER_CASES = {
+    "controlling-fields": DENIED_TRAILERS,
+    "transfer-encoding": b"Transfer-Encoding: chunked\r\n",
+    "content-length": b"Content-Length: 5\r\n",
+}
+
+
+@pytest.mark.parametrize("denied", list(TRAILER_CASES.values()), ids=list(TRAILER_CASES))
+def test_request_trailers_that_control_the_message_are_dropped(raw_backend, daemon, denied):
+    """The backend receives the body and the harmless trailer, byte for byte, and its
+    pooled connection serves the next request (the issue: `Connection: close` in a
+    trailer poisoned it). llhttp itself refuses a trailer section with
+    Transfer-Encoding or Content-Length: then the request gets 400 and never reaches
+    the backend whole."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(
+            b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Ok: 1\r\n" + denied + b"\r\n"
+        )
+        status = c.read_response().status
+    with d.conn() as c:
+        assert c.request("GET", "/next").status == 200
+    if denied.startswith((b"Transfer-Encoding", b"Content-Length")):
+        assert status == 400
+        assert [r.target for r in rb.requests] == ["/next"], rb.requests
+        return
+    assert status == 200
+    first, second = rb.requests
+    assert first.raw.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\nX-Ok: 1\r\n\r\n"), first.raw
+    assert first.trailers == [("X-Ok", "1")]
+    assert second.target == "/next" and second.peer == first.peer  # the same connection
+    assert_all_rewritten(rb.requests)
+
+
+@pytest.mark.parametrize("denied", list(TRAILER_CASES.values()), ids=list(TRAILER_CASES))
+def test_response_trailers_that_control_the_message_are_dropped(raw_backend, daemon, denied):
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Ok: 1\r\n" + denied + b"\r\n"
+    )
+    """As for requests; llhttp refuses a trailer section with Content-Length as an
+    invalid response, which arrives after the head went out: the client's connection
+    is cut, so its body never ends as if complete."""
+    rb = raw_backend(lambda rec: RawReply(reply, close=False))
+    d = daemon([rb])
+    if denied.startswith(b"Content-Length"):
+        with d.conn() as c, pytest.raises(ProtocolError):
+            c.request("GET", "/t", {"TE": "trailers"})
+        return
+    with d.conn() as c:
+        r = c.request("GET", "/t", {"TE": "trailers"})
+        assert (r.status, r.body) == (200, b"hello"), r
+        assert r.trailers == [("X-Ok", "1")], r.trailers
+        assert c.request("GET", "/again").status == 200
