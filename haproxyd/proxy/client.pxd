@@ -109,6 +109,8 @@ cdef class ClientProtocol:
     cdef public Py_ssize_t _header_bytes
     cdef public Py_ssize_t _head_raw
     cdef public list _held
+    cdef public object _rejection
+    cdef public bint _discarding
     cdef public object _tunnel
     cdef public bint _eof
     cdef public bint _parsing

@@ -33,7 +33,13 @@ import httptools
 
 from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.errors import error_response
-from haproxyd.proxy.flow import PAUSE_HELD, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, PAUSE_WAITING
+from haproxyd.proxy.flow import (
+    PAUSE_HELD,
+    PAUSE_PIPELINE,
+    PAUSE_REJECTED,
+    PAUSE_UPSTREAM_FULL,
+    PAUSE_WAITING,
+)
 from haproxyd.proxy.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -75,6 +81,9 @@ T_HEADER = 1  # a request's headers are arriving
 T_RESPONSE = 2  # waiting on, or streaming, a backend's response
 T_TUNNEL = 3  # upgraded connection
 T_QUEUE = 4  # waiting for a backend slot
+T_LINGER = 5  # after an error answer: draining what the client still sends
+
+LINGER_SECONDS = 5.0  # nginx's lingering_timeout; its lingering_time is 30 s
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _RETRY_STATUSES = frozenset({502, 503, 504})
@@ -714,6 +723,7 @@ class ClientProtocol:
     is an extension type, which cannot derive from a Python class."""
 
     __slots__ = (
+        "_discarding",
         "_eof",
         "_forwarded",
         "_head_raw",
@@ -721,6 +731,7 @@ class ClientProtocol:
         "_held",
         "_parsing",
         "_paused",
+        "_rejection",
         "_tunnel",
         "accepted",
         "clock",
@@ -758,6 +769,10 @@ class ClientProtocol:
         self._tunnel: asyncio.Transport | None = None
         # After an upgrade request, until its response: the bytes that followed it.
         self._held: list[bytes] | None = None
+        # A malformed request's (status, reason), answered once the complete requests
+        # before it are; then `_discarding` while the connection lingers.
+        self._rejection: tuple[int, str] | None = None
+        self._discarding = False
         self._eof = False  # the client half-closed
         self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
@@ -790,6 +805,8 @@ class ClientProtocol:
         self.timeout_kind = T_HEADER
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding or self._rejection is not None:
+            return  # after a refusal: read, never parsed
         if self._tunnel is not None:
             self._tunnel.write(data)
             self.touch()
@@ -878,14 +895,19 @@ class ClientProtocol:
         self._dispatch_head()
 
     def eof_received(self) -> bool | None:
-        """The client half-closed. Requests it sent are still answered (it may be
-        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`); then we close."""
+        """The client half-closed. Requests it sent whole are still answered (it may be
+        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`); then we close. One it
+        left mid-body can never complete: closing at once aborts its backend exchange
+        (`connection_lost`), where the backend would otherwise wait for the rest of
+        the body until the response timeout."""
         if self._tunnel is not None:
             if self._tunnel.can_write_eof():
                 self._tunnel.write_eof()
                 return True
             return None
-        if self.queue and self.proto == b"http":  # TLS cannot stay half-open
+        queue = self.queue
+        # (TLS cannot stay half-open.)
+        if queue and self.proto == b"http" and queue[-1].request_complete:
             self._eof = True
             if self.current is not None and not self.current.ready:
                 self.current = None  # a partial request can never complete now
@@ -910,7 +932,9 @@ class ClientProtocol:
                 exchange.conn = None
                 conn.close()
             if exchange.counted:
-                exchange.termination = "client_closed"
+                exchange.termination = (
+                    "client_closed" if exchange.request_complete else "client_aborted"
+                )
                 exchange._finish_backend(ok=True)
                 self._report(exchange)
         self.queue.clear()
@@ -1178,7 +1202,13 @@ class ClientProtocol:
         if self.closed:
             return
         if exchange.close_after or not exchange.keep_alive:
-            self.close()
+            if exchange.request_complete:
+                self.close()
+            else:
+                self.linger()  # the client may still be sending the body
+            return
+        if self._rejection is not None and not queue:
+            self._send_rejection(*self._rejection)
             return
         if self._paused:
             self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
@@ -1235,31 +1265,64 @@ class ClientProtocol:
         self.transport.resume_reading()
 
     def _reject(self, status: int, reason: str) -> None:
-        """A malformed request: answer, close, and make sure none of it reaches a backend."""
+        """A malformed request: make sure none of it reaches a backend, answer the
+        complete requests before it in order, then the error, then close."""
         if log.isEnabledFor(logging.INFO):
             log.info("rejected request from %s: %d %s", self.peer_ip, status, reason)
-        for exchange in self.queue:
-            if exchange.conn is not None:
-                # Already streaming to a backend (a bad chunk later in the body): cut the
-                # backend connection so it never sees a complete, reinterpreted request.
-                conn = exchange.conn
-                exchange.conn = None
+        queue = self.queue
+        self.current = None
+        if queue and not queue[-1].request_complete:
+            # The bad bytes are in this request's body (a bad chunk): if it is already
+            # streaming to a backend, cut that connection so it never sees a complete,
+            # reinterpreted request.
+            bad = queue.pop()
+            conn = bad.conn
+            if conn is not None:
+                bad.conn = None
                 conn.close()
-                exchange._finish_backend(ok=False)
-        if not self.closed:
-            started = any(e.response_started for e in self.queue)
-            if started:
-                self.abort()
+                bad._finish_backend(ok=False)
+            if bad.response_started:
+                self.abort()  # its response began: a cut is the only signal left
                 return
-            request_id = (
-                self.current.request_id
-                if self.current and self.current.request_id
-                else self.runtime.request_ids.next()
-            )
+        if queue and not self.closed:
+            # Complete requests before the bad bytes: each gets its answer first (a
+            # retried POST dropped here would run twice), then the error (RFC 9112 §9.3.2).
+            self._rejection = (status, reason)
+            self.pause_reading_for(PAUSE_REJECTED)
+            self._dispatch_head()
+            return
+        self._send_rejection(status, reason)
+
+    def _send_rejection(self, status: int, reason: str) -> None:
+        """The error answer to a malformed request, once nothing is before it."""
+        self._rejection = None
+        if not self.closed:
+            request_id = self.runtime.request_ids.next()
             self.transport.write(error_response(status, request_id, reason, close=True))
             self.runtime.count_rejected(status)
         self.queue.clear()
-        self.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after an error answer so that the client can read it: half-close, then
+        read and discard what it still sends (the rest of a refused body, say) until it
+        closes or LINGER_SECONDS pass. A plain close with unread bytes would send a
+        reset, and the client's stack would drop the answer unread (nginx's
+        lingering_close, HAProxy's lingering)."""
+        if self.closed:
+            return
+        transport = self.transport
+        if not transport.can_write_eof():  # TLS: no half-close
+            self.close()
+            return
+        self._discarding = True
+        self.queue.clear()
+        self.current = None
+        transport.write_eof()  # after what is buffered
+        self.timeout_kind = T_LINGER
+        self.deadline = self.clock() + LINGER_SECONDS
+        self._paused = 0
+        transport.resume_reading()
 
     def close(self) -> None:
         if not self.closed:

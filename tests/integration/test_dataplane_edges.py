@@ -10,10 +10,13 @@ routing are in test_dataplane_targets.py.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from helpers.asserts import assert_all_rewritten
 from helpers.backends import RawReply, Recorded
-from helpers.http1 import Conn, ProtocolError
+from helpers.http1 import Conn, ProtocolError, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -167,3 +170,121 @@ def test_response_trailers_that_control_the_message_are_dropped(raw_backend, dae
         assert (r.status, r.body) == (200, b"hello"), r
         assert r.trailers == [("X-Ok", "1")], r.trailers
         assert c.request("GET", "/again").status == 200
+
+
+# -- 2. Pipelined requests before garbage are answered, then the 400 ----------------
+
+
+def test_complete_request_before_garbage_is_answered_then_400(raw_backend, daemon):
+    """The issue's reproduction: a valid POST (Content-Length 4) and garbage after it
+    in one write. The POST runs once and its answer arrives, then the 400, then the
+    close; the garbage never reaches the backend."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n1\r\nZ\r\n0\r\n\r\n")
+        first = c.read_response()
+        second = c.read_response()
+        assert c.wait_closed(5)
+    assert (first.status, first.body) == (200, b"/p"), first
+    assert second.status == 400, second
+    assert [(r.target, r.body) for r in rb.requests] == [("/p", b"1\r\nZ")]
+    assert_all_rewritten(rb.requests)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+        b"GET /bad HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    ],
+    ids=["double-content-length", "bad-chunk-size", "obs-fold"],
+)
+def test_pipelined_requests_are_answered_in_order_before_the_400(raw_backend, daemon, garbage):
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    good = b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+    with d.conn() as c:
+        c.send(good + garbage)
+        answers = [c.read_response() for _ in range(3)]
+        assert c.wait_closed(5)
+    assert [(r.status, r.body) for r in answers[:2]] == [(200, b"/one"), (200, b"/two")]
+    assert answers[2].status == 400, answers[2]
+    assert answers[2].has_token("Connection", "close"), answers[2]
+    assert [r.target for r in rb.requests] == ["/one", "/two"]
+    assert_all_rewritten(rb.requests)
+
+
+# -- 8. A client that leaves mid-request frees its backend ---------------------------
+
+
+@pytest.mark.parametrize("how", ["shutdown", "close"])
+def test_client_leaving_mid_body_aborts_the_backend_exchange(raw_backend, daemon, how):
+    """Content-Length 1000, 7 bytes, then the client goes: the backend connection is
+    closed at once (not at the 30 s response timeout) and the access log says
+    `client_aborted`."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb], timeouts={"response": "30s"})
+    c = d.conn()
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n1234567")
+    wait_until(lambda: rb.connections == 1 and rb.open_connections == 1, what="backend connect")
+    if how == "shutdown":
+        c.sock.shutdown(socket.SHUT_WR)
+    else:
+        c.close()
+    wait_until(lambda: rb.open_connections == 0, timeout=3, what="the backend connection closed")
+    entry = d.access_log(1)[-1]
+    assert entry["termination"] == "client_aborted", entry
+    assert rb.requests == []  # never a complete request
+    c.close()
+
+
+def test_client_half_close_after_a_whole_request_still_gets_its_answer(raw_backend, daemon):
+    """The other side of the above: a request sent whole is answered after a half-close
+    (HAProxy's default; what `nc -N` and HTTP/1.0 tools rely on)."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(b"POST /whole HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"/whole"), r
+        assert c.wait_closed(5)
+
+
+# -- 11. Lingering close: the client can read the error answer ------------------------
+
+
+def test_refused_body_is_drained_so_the_client_reads_the_413(raw_backend, daemon):
+    """The client sends its whole 4 MB body before it reads (curl does, without
+    `Expect`). The 413 comes after the head; closing then, with the body's bytes
+    unread, would reset the connection and the client would see a reset, not the
+    413. The proxy half-closes and drains instead."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb], limits={"max_body_bytes": 1000})
+    body = b"x" * (4 << 20)
+    with d.conn(timeout=20) as c:
+        c.send(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        r = c.read_response()
+        assert r.status == 413, r
+        assert c.wait_closed(10)
+    assert rb.requests == []
+
+
+def test_lingering_ends_when_the_client_keeps_sending(raw_backend, daemon):
+    """The drain is bounded: a client that never stops sending is closed after it."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn(timeout=20) as c:
+        c.send(b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400, r
+        deadline = time.monotonic() + 15
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                c.sock.sendall(b"y" * 65536)
+            except OSError:
+                closed = True
+        assert closed, "the proxy kept draining past its lingering time"
