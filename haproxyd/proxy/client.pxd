@@ -111,6 +111,7 @@ cdef class ClientProtocol:
     cdef public list _held
     cdef public object _rejection
     cdef public bint _discarding
+    cdef public bytes _method
     cdef public object _tunnel
     cdef public bint _eof
     cdef public bint _parsing

@@ -60,8 +60,17 @@ from haproxyd.proxy.headers import (
     header_in_block,
     request_kind,
     request_kind_cached,
+    set_value,
     trailer_allowed,
 )
+from haproxyd.proxy.requestline import (
+    PLACEHOLDER,
+    extension_method,
+    line_start,
+    message_start,
+    unsupported_version,
+)
+from haproxyd.proxy.target import host_ok, origin_form, valid_hosts
 
 try:
     from haproxyd.proxy.canonical_head import scan_request_head
@@ -729,6 +738,7 @@ class ClientProtocol:
         "_head_raw",
         "_header_bytes",
         "_held",
+        "_method",
         "_parsing",
         "_paused",
         "_rejection",
@@ -773,6 +783,8 @@ class ClientProtocol:
         # before it are; then `_discarding` while the connection lingers.
         self._rejection: tuple[int, str] | None = None
         self._discarding = False
+        self._method: bytes | None = None  # an extension method, while llhttp reads
+        # its request with requestline.PLACEHOLDER in its place
         self._eof = False  # the client half-closed
         self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
@@ -820,8 +832,16 @@ class ClientProtocol:
             return
         current = self.current
         partial_head = current is not None and not current.ready
-        if scan_request_head is not None and current is None and not self._parsing:
-            data = self._scan_requests(data)
+        at_start = current is None and not self._parsing  # a request starts in `data`
+        if at_start:
+            first = data[0]
+            if (first == 13 or first == 10) and line_start(data, 0) < 0:
+                # llhttp skips a bare CR before a request line; RFC 9112 §2.2 does not.
+                self._reject(400, "bare CR or LF before the request line")
+                return
+            if scan_request_head is not None and self._method is None:
+                data = self._scan_requests(data)
+        begun = self.requests
         try:
             if data:
                 self.parser.feed_data(data)
@@ -833,7 +853,7 @@ class ClientProtocol:
             if isinstance(cause, BadRequest):
                 self._reject(cause.status, cause.reason)
             else:
-                self._reject(400, str(exc) or "malformed request")
+                self._parse_failed(data, exc, at_start, self.requests - begun)
             return
         # Dispatch what this data made ready, now that all of it parsed cleanly.
         if self.queue:
@@ -850,6 +870,32 @@ class ClientProtocol:
             if self.timeout_kind == T_IDLE:
                 self.set_deadline(T_HEADER)
 
+    def _parse_failed(
+        self, data: bytes, exc: httptools.HttpParserError, at_start: bool, completed: int
+    ) -> None:
+        """llhttp refused `data` (see requestline.py for what the proxy decides
+        instead): an extension method is parsed again with a placeholder in its place,
+        an unsupported version gets 505, anything else 400. `at_start`: `data` began
+        at a request's start; `completed`: requests that ended in it before the
+        failure."""
+        if (
+            isinstance(exc, httptools.HttpParserInvalidMethodError)
+            and at_start
+            and self.current is None
+        ):
+            start = line_start(data, message_start(data, completed))
+            method = extension_method(data, start) if start >= 0 else None
+            if method is not None:
+                self.parser = httptools.HttpRequestParser(self)  # llhttp stops at an error
+                self._parsing = False
+                self._method = method  # put back by on_headers_complete
+                self.data_received(PLACEHOLDER + data[start + len(method) :])
+                return
+        elif self.current is not None and unsupported_version(data):
+            self._reject(505, "HTTP version not supported")
+            return
+        self._reject(400, str(exc) or "malformed request")
+
     def _scan_requests(self, data: bytes) -> bytes:
         """Take the canonical requests at the start of `data` (see canonical_head) as
         llhttp would; returns the rest, for llhttp."""
@@ -861,6 +907,8 @@ class ClientProtocol:
             if head is None:
                 break
             end, method, url, line, host, kept = head
+            if host not in valid_hosts and not host_ok(host):
+                break  # llhttp reads it again, and the request is refused there
             self.requests += 1
             exchange = Exchange(self)
             exchange.url = url
@@ -1011,20 +1059,33 @@ class ClientProtocol:
         assert exchange is not None
         parser = self.parser
         method = parser.get_method()
+        if self._method is not None:  # an extension method (see _parse_failed)
+            method = self._method
+            self._method = None
         keep_alive = parser.should_keep_alive()
         specials = exchange.specials
-        if keep_alive and len(specials) == 1 and specials[0][0] == HOST and method != b"CONNECT":
+        url = exchange.url
+        if (
+            keep_alive
+            and len(specials) == 1
+            and specials[0][0] == HOST
+            and method != b"CONNECT"
+            and url[0] == 47  # "/": origin-form (target.origin_form reads the others)
+            and b"#" not in url
+        ):
             # The common request: Host is its only header the proxy acts on (no body
             # framing, no Connection, no Upgrade, no forwarding headers to append to).
             # It is HTTP/1.1 without asking (`get_http_version` formats a str): with
             # no Connection header only 1.1 keeps alive, and llhttp accepts no other
             # 1.x version.
+            host = specials[0][2]
+            if host not in valid_hosts and not host_ok(host):
+                raise BadRequest(400, "invalid Host header")
             exchange.kept_end = len(exchange.parts)
-            exchange.parts[0] = b" ".join((method, exchange.url, b"HTTP/1.1\r\n"))
-            self._plain_request(exchange, method, keep_alive, specials[0][2])
+            exchange.parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
+            self._plain_request(exchange, method, keep_alive, host)
         else:
             self._request_basics(exchange, method, keep_alive)
-            url = exchange.url
             version = parser.get_http_version()
             if version != "1.1":
                 if version == "1.0":
@@ -1054,8 +1115,13 @@ class ClientProtocol:
         url = exchange.url
         exchange.request_id = request_id = runtime.request_ids.next()
         pool = runtime.only_pool
-        exchange.pool = pool if pool is not None else runtime.route(host, url)
         parts = exchange.parts
+        if pool is None:
+            pool, target = runtime.route(host, url)
+            if target is not url:  # the route forwards the normalised path
+                exchange.url = target
+                parts[0] = b" ".join((method, target, b"HTTP/1.1\r\n"))
+        exchange.pool = pool
         parts += (b"X-Forwarded-Host: ", host, CRLF, self._forwarded, request_id, b"\r\n\r\n")
         exchange.head = b"".join(parts)
 
@@ -1073,9 +1139,22 @@ class ClientProtocol:
         runtime = self.runtime
         upgrade = self.parser.should_upgrade()
         meta = RequestMeta(exchange.specials)
-        if meta.host is None and not exchange.http10:
-            raise BadRequest(400, "missing Host header")
+        if meta.host is None:
+            if not exchange.http10:
+                raise BadRequest(400, "missing Host header")
+        elif not host_ok(meta.host):
+            raise BadRequest(400, "invalid Host header")
         parts = exchange.parts
+        url, authority = origin_form(method, url)
+        if authority is not None:
+            # Absolute-form: its authority is the host (RFC 9112 §3.2.2), for the
+            # route, the backend's Host and X-Forwarded-Host alike.
+            if meta.host is None:
+                parts += (b"Host", SEP, authority, CRLF)
+            else:
+                set_value(parts, b"host", authority)
+            meta.host = authority
+            exchange.url = url
         if meta.connection is not None:
             named = meta.named_by_connection()
             if named:
@@ -1097,7 +1176,9 @@ class ClientProtocol:
         else:
             framing = b""  # no body (llhttp reads none without a length or chunked)
         exchange.request_id = request_id = meta.xrid or runtime.request_ids.next()
-        exchange.pool = pool = runtime.route(meta.host, url)
+        pool, url = runtime.route(meta.host, url)
+        exchange.pool = pool
+        exchange.url = url
         exchange.head = build_request_head(
             b" ".join((method, url, b"HTTP/1.1\r\n")),
             parts,

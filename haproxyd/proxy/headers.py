@@ -191,6 +191,15 @@ def drop_named(parts: list[bytes], start: int, names: set[bytes]) -> None:
     parts[:] = kept
 
 
+def set_value(parts: list[bytes], name: bytes, value: bytes) -> None:
+    """Set the value of the first header `name` (lower case) in `parts` (name, ": ",
+    value, CRLF groups from index 1)."""
+    for i in range(1, len(parts) - 3, 4):
+        if parts[i].lower() == name:
+            parts[i + 2] = value
+            return
+
+
 class RequestMeta:
     """What the proxy needs from a request's special headers, read in one pass."""
 
