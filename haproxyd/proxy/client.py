@@ -61,6 +61,7 @@ from haproxyd.proxy.headers import (
     request_kind,
     request_kind_cached,
     set_value,
+    split_codings,
     trailer_allowed,
 )
 from haproxyd.proxy.requestline import (
@@ -540,7 +541,7 @@ class Exchange:
             self.out = [b"".join(parts)]
             return
         content_length: bytes | None = None
-        chunked = False
+        codings: list[bytes] | None = None
         connection: list[bytes] | None = None
         upgrade_value: bytes | None = None
         for kind, value in specials:
@@ -552,7 +553,10 @@ class Exchange:
                 else:
                     connection.append(value)
             elif kind == TRANSFER_ENCODING:
-                chunked = True
+                if codings is None:
+                    codings = [value]
+                else:
+                    codings.append(value)
             elif kind == UPGRADE:
                 upgrade_value = value
         if connection is not None:
@@ -568,11 +572,17 @@ class Exchange:
             if content_length is not None:
                 parts += (b"Content-Length: ", content_length, CRLF)
             elif not no_body:
+                chunked, other = split_codings(codings) if codings else (False, b"")
                 self.read_to_close = not chunked
                 if self.http10:
                     self.close_after = True  # HTTP/1.0 client: the body ends when we close
                 else:
-                    parts.append(b"Transfer-Encoding: chunked\r\n")
+                    # Codings before chunked (gzip, chunked) stay: the body bytes are
+                    # in them, only the chunking is the proxy's own.
+                    if other:
+                        parts += (b"Transfer-Encoding: ", other, b", chunked\r\n")
+                    else:
+                        parts.append(b"Transfer-Encoding: chunked\r\n")
                     self.chunked_out = True
             if runtime.draining:
                 self.close_after = True

@@ -191,6 +191,16 @@ def drop_named(parts: list[bytes], start: int, names: set[bytes]) -> None:
     parts[:] = kept
 
 
+def split_codings(values: list[bytes]) -> tuple[bool, bytes]:
+    """(whether the last transfer coding is chunked, the codings before it, joined)
+    of a message's Transfer-Encoding values."""
+    codings = [c.strip() for value in values for c in value.split(b",") if c.strip()]
+    chunked = bool(codings) and codings[-1].lower() == b"chunked"
+    if chunked:
+        codings.pop()
+    return chunked, b", ".join(codings)
+
+
 def set_value(parts: list[bytes], name: bytes, value: bytes) -> None:
     """Set the value of the first header `name` (lower case) in `parts` (name, ": ",
     value, CRLF groups from index 1)."""
@@ -249,7 +259,12 @@ class RequestMeta:
                 if self.xrid is None:
                     self.xrid = value
             elif kind == TRANSFER_ENCODING:
-                self.chunked = True  # llhttp accepts only `chunked` as the final coding
+                # llhttp accepts one Transfer-Encoding, ending in `chunked`. A coding
+                # before it (gzip, chunked) is refused as nginx does (RFC 9112 §6.1):
+                # re-chunked, the body would lose it, and backends rarely decode one.
+                if value != b"chunked" and split_codings([value])[1]:
+                    raise BadRequest(501, "transfer coding not implemented")
+                self.chunked = True
             elif kind == CONTENT_LENGTH:
                 self.content_length = value
             elif kind == UPGRADE:

@@ -288,3 +288,59 @@ def test_lingering_ends_when_the_client_keeps_sending(raw_backend, daemon):
             except OSError:
                 closed = True
         assert closed, "the proxy kept draining past its lingering time"
+
+
+# -- 9. Responses with no body carry no framing ---------------------------------------
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+@pytest.mark.parametrize(
+    "framing", [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"], ids=["cl", "te"]
+)
+def test_bodiless_responses_lose_their_framing_headers(raw_backend, daemon, status, framing):
+    """A 204/304 has no body whatever its headers say (RFC 9110 §8.6, §6.4.1): the
+    client gets neither header (one that believed them would take the next response
+    for this one's body), and the connection goes on."""
+    reply = b"HTTP/1.1 " + status + b"\r\nETag: \"v\"\r\n" + framing + b"\r\n"
+    rb = raw_backend(lambda rec: RawReply(reply if rec.target == "/empty" else ok_reply(rec).data,
+                                          close=False))  # fmt: skip
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_response()
+        assert r.status == int(status[:3]), r
+        assert r.header("Content-Length") is None and r.header("Transfer-Encoding") is None, r
+        assert r.header("ETag") == '"v"'
+        after = c.request("GET", "/after")
+        assert (after.status, after.body) == (200, b"/after"), after
+
+
+# -- 6. Transfer codings --------------------------------------------------------------
+
+
+def test_request_transfer_coding_before_chunked_gets_501(raw_backend, daemon):
+    """Kept or refused, never lost: the proxy refuses `gzip, chunked` as nginx does."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(b"POST /z HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+               b"3\r\nabc\r\n0\r\n\r\n")  # fmt: skip
+        r = c.read_response()
+        assert r.status == 501, r
+        assert c.wait_closed(10)
+    with d.conn() as c:
+        assert c.request("GET", "/barrier").status == 200
+    assert [r.target for r in rb.requests] == ["/barrier"]
+
+
+def test_response_transfer_codings_are_kept(raw_backend, daemon):
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    rb = raw_backend(lambda rec: RawReply(reply, close=False))
+    d = daemon([rb])
+    with d.conn() as c:
+        r = c.request("GET", "/z")
+    assert r.status == 200 and r.body == b"abc", r
+    assert r.header("Transfer-Encoding") == "gzip, chunked", r
