@@ -99,6 +99,7 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNK_END = b"0\r\n\r\n"
+_CONNECTION_NAMES = (b"connection", b"proxy-connection")
 _CRLF = b"\r\n"
 _HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see RequestIds.next
 
@@ -844,13 +845,12 @@ class ClientProtocol:
         partial_head = current is not None and not current.ready
         at_start = current is None and not self._parsing  # a request starts in `data`
         if at_start:
-            first = data[0]
-            if (first == 13 or first == 10) and line_start(data, 0) < 0:
+            if scan_request_head is not None and self._method is None:
+                data = self._scan_requests(data)  # (never takes a line that starts CR/LF)
+            if data and data[:1] in b"\r\n" and line_start(data, 0) < 0:
                 # llhttp skips a bare CR before a request line; RFC 9112 §2.2 does not.
                 self._reject(400, "bare CR or LF before the request line")
                 return
-            if scan_request_head is not None and self._method is None:
-                data = self._scan_requests(data)
         begun = self.requests
         try:
             if data:
@@ -1050,6 +1050,10 @@ class ClientProtocol:
         if size > self.runtime.max_header_bytes:
             raise BadRequest(431, "request header fields too large")
         if exchange.ready:
+            if name.lower() in _CONNECTION_NAMES:
+                # llhttp takes a `close` here as the connection's, whatever comes next:
+                # refused, as llhttp refuses a framing header in a trailer section.
+                raise BadRequest(400, "Connection in a trailer section")
             if exchange.trailers is None:
                 exchange.trailers = []
             exchange.trailers.append((name, value))

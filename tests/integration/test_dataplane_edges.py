@@ -107,7 +107,7 @@ def test_upgrade_request_with_a_body_is_refused(raw_backend, daemon, framing):
 # -- 5. Trailers that frame, route or control the connection are never forwarded -----
 
 DENIED_TRAILERS = (
-    b"Connection: close\r\nHost: internal.example\r\nTE: trailers\r\nTrailer: X-Ok\r\n"
+    b"Host: internal.example\r\nTE: trailers\r\nTrailer: X-Ok\r\n"
     b"Upgrade: websocket\r\nExpect: 100-continue\r\nKeep-Alive: timeout=5\r\n"
     b"Proxy-Authorization: Basic eA==\r\nProxy-Anything: 1\r\nX-Forwarded-For: 6.6.6.6\r\n"
     b"X-Forwarded-Anything: 1\r\nForwarded: for=6.6.6.6\r\nVia: 1.1 evil\r\n"
@@ -118,6 +118,8 @@ TRAILER_CASES = {
     "controlling-fields": DENIED_TRAILERS,
     "transfer-encoding": b"Transfer-Encoding: chunked\r\n",
     "content-length": b"Content-Length: 5\r\n",
+    "connection": b"Connection: close\r\n",  # llhttp would take it as the connection's
+    "proxy-connection": b"Proxy-Connection: close\r\n",
 }
 
 
@@ -126,8 +128,9 @@ def test_request_trailers_that_control_the_message_are_dropped(raw_backend, daem
     """The backend receives the body and the harmless trailer, byte for byte, and its
     pooled connection serves the next request (the issue: `Connection: close` in a
     trailer poisoned it). llhttp itself refuses a trailer section with
-    Transfer-Encoding or Content-Length: then the request gets 400 and never reaches
-    the backend whole."""
+    Transfer-Encoding or Content-Length, and the proxy one with Connection or
+    Proxy-Connection (llhttp would close the client connection after the request):
+    then the request gets 400 and never reaches the backend whole."""
     rb = raw_backend(ok_reply)
     d = daemon([rb])
     with d.conn() as c:
@@ -138,7 +141,7 @@ def test_request_trailers_that_control_the_message_are_dropped(raw_backend, daem
         status = c.read_response().status
     with d.conn() as c:
         assert c.request("GET", "/next").status == 200
-    if denied.startswith((b"Transfer-Encoding", b"Content-Length")):
+    if denied.startswith((b"Transfer-Encoding", b"Content-Length", b"Connection", b"Proxy-C")):
         assert status == 400
         assert [r.target for r in rb.requests] == ["/next"], rb.requests
         return
