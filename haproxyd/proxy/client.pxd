@@ -112,6 +112,8 @@ cdef class ClientProtocol:
     cdef public object _rejection
     cdef public bint _discarding
     cdef public bytes _method
+    cdef public bint _fed_at_start
+    cdef public long long _begun
     cdef public object _tunnel
     cdef public bint _eof
     cdef public bint _parsing

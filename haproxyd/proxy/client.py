@@ -743,8 +743,10 @@ class ClientProtocol:
     is an extension type, which cannot derive from a Python class."""
 
     __slots__ = (
+        "_begun",
         "_discarding",
         "_eof",
+        "_fed_at_start",
         "_forwarded",
         "_head_raw",
         "_header_bytes",
@@ -796,6 +798,8 @@ class ClientProtocol:
         self._discarding = False
         self._method: bytes | None = None  # an extension method, while llhttp reads
         # its request with requestline.PLACEHOLDER in its place
+        self._fed_at_start = False
+        self._begun = 0
         self._eof = False  # the client half-closed
         self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
@@ -843,15 +847,16 @@ class ClientProtocol:
             return
         current = self.current
         partial_head = current is not None and not current.ready
-        at_start = current is None and not self._parsing  # a request starts in `data`
-        if at_start:
+        # For _parse_failed: whether a request starts `data`, and how many had begun.
+        self._fed_at_start = current is None and not self._parsing
+        if self._fed_at_start:
             if scan_request_head is not None and self._method is None:
                 data = self._scan_requests(data)  # (never takes a line that starts CR/LF)
             if data and data[:1] in b"\r\n" and line_start(data, 0) < 0:
                 # llhttp skips a bare CR before a request line; RFC 9112 §2.2 does not.
                 self._reject(400, "bare CR or LF before the request line")
                 return
-        begun = self.requests
+        self._begun = self.requests
         try:
             if data:
                 self.parser.feed_data(data)
@@ -863,7 +868,7 @@ class ClientProtocol:
             if isinstance(cause, BadRequest):
                 self._reject(cause.status, cause.reason)
             else:
-                self._parse_failed(data, exc, at_start, self.requests - begun)
+                self._parse_failed(data, exc)
             return
         # Dispatch what this data made ready, now that all of it parsed cleanly.
         if self.queue:
@@ -880,20 +885,17 @@ class ClientProtocol:
             if self.timeout_kind == T_IDLE:
                 self.set_deadline(T_HEADER)
 
-    def _parse_failed(
-        self, data: bytes, exc: httptools.HttpParserError, at_start: bool, completed: int
-    ) -> None:
+    def _parse_failed(self, data: bytes, exc: httptools.HttpParserError) -> None:
         """llhttp refused `data` (see requestline.py for what the proxy decides
         instead): an extension method is parsed again with a placeholder in its place,
-        an unsupported version gets 505, anything else 400. `at_start`: `data` began
-        at a request's start; `completed`: requests that ended in it before the
-        failure."""
+        an unsupported version gets 505, anything else 400."""
         if (
             isinstance(exc, httptools.HttpParserInvalidMethodError)
-            and at_start
+            and self._fed_at_start
             and self.current is None
         ):
-            start = line_start(data, message_start(data, completed))
+            # (The requests begun in `data` before the failure all ended.)
+            start = line_start(data, message_start(data, self.requests - self._begun))
             method = extension_method(data, start) if start >= 0 else None
             if method is not None:
                 self.parser = httptools.HttpRequestParser(self)  # llhttp stops at an error
@@ -917,8 +919,6 @@ class ClientProtocol:
             if head is None:
                 break
             end, method, url, line, host, kept = head
-            if host not in valid_hosts and not host_ok(host):
-                break  # llhttp reads it again, and the request is refused there
             self.requests += 1
             exchange = Exchange(self)
             exchange.url = url
