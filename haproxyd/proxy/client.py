@@ -792,9 +792,9 @@ class ClientProtocol:
         self._tunnel: asyncio.Transport | None = None
         # After an upgrade request, until its response: the bytes that followed it.
         self._held: list[bytes] | None = None
-        # A malformed request's (status, reason), answered once the complete requests
-        # before it are; then `_discarding` while the connection lingers.
-        self._rejection: tuple[int, str] | None = None
+        # A malformed request's (status, reason, request id), answered once the
+        # complete requests before it are; then `_discarding` while the connection lingers.
+        self._rejection: tuple[int, str, bytes] | None = None
         self._discarding = False
         self._method: bytes | None = None  # an extension method, while llhttp reads
         # its request with requestline.PLACEHOLDER in its place
@@ -937,9 +937,7 @@ class ClientProtocol:
         if current is None or not current.ready:
             self._reject(400, "malformed upgrade request")
             return
-        if current.method == b"CONNECT":
-            self._reject(405, "CONNECT is not supported")
-            return
+        # (CONNECT, which llhttp also reads as an upgrade, was refused with its head.)
         # An upgrade request is an ordinary request until its backend answers 101 (RFC
         # 9110 §7.8): what follows its head is held, unread and unsent, until then, and
         # read as the next request if the answer is anything else. (httptools has llhttp
@@ -1159,6 +1157,8 @@ class ClientProtocol:
         elif not host_ok(meta.host):
             raise BadRequest(400, "invalid Host header")
         parts = exchange.parts
+        if method == b"CONNECT":
+            raise BadRequest(405, "CONNECT is not supported")  # (authority-form target)
         url, authority = origin_form(method, url)
         if authority is not None:
             # Absolute-form: its authority is the host (RFC 9112 §3.2.2), for the
@@ -1365,6 +1365,9 @@ class ClientProtocol:
         if log.isEnabledFor(logging.INFO):
             log.info("rejected request from %s: %d %s", self.peer_ip, status, reason)
         queue = self.queue
+        current = self.current
+        # The client's X-Request-ID, when the bad request's head got that far.
+        request_id = current.request_id if current is not None else b""
         self.current = None
         if queue and not queue[-1].request_complete:
             # The bad bytes are in this request's body (a bad chunk): if it is already
@@ -1382,17 +1385,17 @@ class ClientProtocol:
         if queue and not self.closed:
             # Complete requests before the bad bytes: each gets its answer first (a
             # retried POST dropped here would run twice), then the error (RFC 9112 §9.3.2).
-            self._rejection = (status, reason)
+            self._rejection = (status, reason, request_id)
             self.pause_reading_for(PAUSE_REJECTED)
             self._dispatch_head()
             return
-        self._send_rejection(status, reason)
+        self._send_rejection(status, reason, request_id)
 
-    def _send_rejection(self, status: int, reason: str) -> None:
+    def _send_rejection(self, status: int, reason: str, request_id: bytes) -> None:
         """The error answer to a malformed request, once nothing is before it."""
         self._rejection = None
         if not self.closed:
-            request_id = self.runtime.request_ids.next()
+            request_id = request_id or self.runtime.request_ids.next()
             self.transport.write(error_response(status, request_id, reason, close=True))
             self.runtime.count_rejected(status)
         self.queue.clear()

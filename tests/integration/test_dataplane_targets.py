@@ -124,6 +124,11 @@ def test_invalid_host_or_target_is_refused_and_never_forwarded(one_backend, name
     refused(d, rb, BAD_TARGETS[name])
 
 
+def test_connect_is_refused_with_405(one_backend):
+    d, rb = one_backend
+    refused(d, rb, b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", status=405)
+
+
 @pytest.mark.parametrize(
     "host", [b"a.example", b"A.Example:8080", b"127.0.0.1:1", b"[::1]:443", b"a.example.", b"x_y"]
 )
