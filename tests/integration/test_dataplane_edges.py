@@ -260,13 +260,14 @@ def test_client_half_close_after_a_whole_request_still_gets_its_answer(raw_backe
 
 
 def test_refused_body_is_drained_so_the_client_reads_the_413(raw_backend, daemon):
-    """The client sends its whole 4 MB body before it reads (curl does, without
-    `Expect`). The 413 comes after the head; closing then, with the body's bytes
-    unread, would reset the connection and the client would see a reset, not the
-    413. The proxy half-closes and drains instead."""
+    """The client sends its whole 64 MB body before it reads (curl does, without
+    `Expect`), far more than the socket buffers hold. The 413 comes after the head;
+    closing then, with the body's bytes unread, would reset the connection, and the
+    client would get the reset while still sending, not the 413. The proxy
+    half-closes and drains instead."""
     rb = raw_backend(ok_reply)
     d = daemon([rb], limits={"max_body_bytes": 1000})
-    body = b"x" * (4 << 20)
+    body = b"x" * (64 << 20)
     with d.conn(timeout=20) as c:
         c.send(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         r = c.read_response()
