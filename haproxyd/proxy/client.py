@@ -852,7 +852,9 @@ class ClientProtocol:
         if self._fed_at_start:
             if scan_request_head is not None and self._method is None:
                 data = self._scan_requests(data)  # (never takes a line that starts CR/LF)
-            if data and data[:1] in b"\r\n" and line_start(data, 0) < 0:
+            # (An int, not `data[:1] in b"\r\n"`: bytes-in-bytes first tries the
+            # needle as an int, a TypeError raised and swallowed per call.)
+            if data and (data[0] == 13 or data[0] == 10) and line_start(data, 0) < 0:
                 # llhttp skips a bare CR before a request line; RFC 9112 §2.2 does not.
                 self._reject(400, "bare CR or LF before the request line")
                 return
@@ -1083,7 +1085,7 @@ class ClientProtocol:
             and specials[0][0] == HOST
             and method != b"CONNECT"
             and url[0] == 47  # "/": origin-form (target.origin_form reads the others)
-            and b"#" not in url
+            and 35 not in url  # "#", as an int (see data_received)
         ):
             # The common request: Host is its only header the proxy acts on (no body
             # framing, no Connection, no Upgrade, no forwarding headers to append to).

@@ -78,4 +78,4 @@ def extension_method(data: bytes, start: int) -> bytes | None:
 def unsupported_version(data: bytes) -> bool:
     """Whether `data` holds a well-formed request-line version other than 1.0 and 1.1
     (505 rather than llhttp's 400)."""
-    return any(m[1] != b"1" or m[2] not in b"01" for m in _VERSION.finditer(data))
+    return any(m[1] != b"1" or m[2] not in (b"0", b"1") for m in _VERSION.finditer(data))
