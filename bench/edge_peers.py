@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import socket
 import socketserver
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPBACK, free_port, which
+from _common import LOOPBACK, Procs, free_port, wait_http, which
+from compare import REPO, _haproxyd_env
 
 H = b"Host: x\r\n"
 CASES: dict[str, bytes] = {
@@ -205,30 +205,21 @@ def main() -> int:
     backend = Backend()
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     results: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only.split(","):
-            if name != "haproxyd" and not which(name):
-                print(f"{name}: not installed, skipped")
-                continue
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            port = free_port()
-            proc = subprocess.Popen(
-                configs(workdir, name, port, backend.server_address[1]),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            try:
-                deadline = time.monotonic() + 15
-                while True:
-                    try:
-                        socket.create_connection((LOOPBACK, port), timeout=1).close()
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline or proc.poll() is not None:
-                            raise SystemExit(f"{name} did not start") from None
-                        time.sleep(0.05)
+    procs = Procs()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.only.split(","):
+                if name != "haproxyd" and not which(name):
+                    print(f"{name}: not installed, skipped")
+                    continue
+                workdir = Path(tmp) / name
+                workdir.mkdir()
+                port = free_port()
+                argv = configs(workdir, name, port, backend.server_address[1])
+                env = _haproxyd_env() if name == "haproxyd" else None
+                proc = procs.start(name, argv, str(workdir / "log"), cwd=str(REPO), env=env)
+                wait_http(port, proc)
+                backend.log.clear()
                 results[name] = {}
                 for case, data in CASES.items():
                     backend.log.clear()
@@ -236,13 +227,9 @@ def main() -> int:
                     time.sleep(0.05)  # a request the proxy sent but never answered
                     seen = "; ".join(backend.log) or "nothing"
                     results[name][case] = f"{' '.join(statuses)} / {seen}"
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+                procs.stop(proc)
+    finally:
+        procs.stop_all()
     backend.shutdown()
     names = list(results)
     print("| case | " + " | ".join(names) + " |")
