@@ -339,7 +339,9 @@ class RouteMatch(_Section):
             "None = any host."
         ),
     )
-    path_prefix: str = Field("/", description="Plain prefix the request path must start with.")
+    path_prefix: str = Field(
+        "/", description="Plain prefix the normalised request path must start with."
+    )
 
     @field_validator("host")
     @classmethod
