@@ -47,6 +47,7 @@ from haproxyd.config.errors import (
     issues_from_validation_error,
 )
 from haproxyd.config.types import Address, AddressField, Duration, parse_address
+from haproxyd.proxy.target import route_host, route_path
 
 DEFAULT_LISTEN = Address("127.0.0.1", 8080)
 DEFAULT_ADMIN = Address("127.0.0.1", 9901)
@@ -402,9 +403,15 @@ class RouteMatch(_Section):
 
     host: str | None = Field(
         None,
-        description="Host header to match, case-insensitive, without port; None = any host.",
+        description=(
+            "Host to match (the Host header, or the authority of an absolute-form "
+            "target), case-insensitive, without port, a trailing dot ignored; "
+            "None = any host."
+        ),
     )
-    path_prefix: str = Field("/", description="Plain prefix the request path must start with.")
+    path_prefix: str = Field(
+        "/", description="Plain prefix the normalised request path must start with."
+    )
 
     @field_validator("host")
     @classmethod
@@ -442,6 +449,15 @@ class RouteConfig(_Section):
 
     match: RouteMatch = Field(default_factory=RouteMatch, description="The condition.")
     pool: str = Field(description="Name of the pool that serves the matching requests.")
+    normalize_path: Literal["match", "forward"] = Field(
+        "match",
+        description=(
+            "Routes always match the normalised path (percent-encoded unreserved "
+            "characters decoded, dot segments removed, repeated '/' merged); 'match' "
+            "forwards the path as received, 'forward' forwards the normalised one "
+            "(as nginx does)."
+        ),
+    )
 
 
 class BalancerConfig(_Section):
@@ -920,18 +936,6 @@ class ClusterConfig(_Section):
         return value
 
 
-def _request_host(host: str | None) -> str | None:
-    """A Host header as routes store hosts: lower case, no port, IPv6 in brackets."""
-    if not host:
-        return None
-    name = host.strip().lower()
-    if name.startswith("["):
-        return name[: name.find("]") + 1]
-    if name.count(":") > 1:
-        return f"[{name}]"
-    return name.partition(":")[0]
-
-
 class Config(_Section):
     """The whole configuration file."""
 
@@ -1013,11 +1017,13 @@ class Config(_Section):
         matches: no pool serves that request."""
         if not self.routes:
             return next(iter(self.pools))
-        name = _request_host(host)
+        name = route_host(host.strip().encode("latin-1")) if host else None
+        normal = route_path(path.encode("latin-1"))
         for route in self.routes:
-            if route.match.host is not None and route.match.host != name:
+            wanted = route.match.host
+            if wanted is not None and route_host(wanted.encode()) != name:
                 continue
-            if path.startswith(route.match.path_prefix):
+            if normal.startswith(route.match.path_prefix.encode()):
                 return route.pool
         raise LookupError(f"no route matches host {host!r} and path {path!r}")
 

@@ -21,7 +21,8 @@ lines; the head ends in this read, and the read holds no byte past the body's en
 bodiless request) whose only header the proxy acts on is Host. Requests are where
 smuggling lives, so its subset is narrower still: method one of GET, HEAD, POST, PUT,
 DELETE, OPTIONS, PATCH; target `/` and RFC 3986 path and query bytes only; exactly
-`HTTP/1.1`; ASCII header values; exactly one non-empty Host; no Content-Length,
+`HTTP/1.1`; ASCII header values; exactly one Host, a plain name with an optional port
+(target.host_ok's rule, narrowed); no Content-Length,
 Transfer-Encoding, Connection, Expect, Upgrade, X-Forwarded-For, Via or X-Request-ID
 (any of those, or anything unusual, and llhttp reads the request, with all its checks).
 
@@ -42,6 +43,7 @@ cdef unsigned char TCHAR[256]
 cdef unsigned char VALUE[256]
 cdef unsigned char ASCII_VALUE[256]  # VALUE without obs-text: what a request may carry
 cdef unsigned char TARGET[256]  # RFC 3986 pchar, "/" and "?" (no "#", no space)
+cdef unsigned char HOST_NAME[256]  # RFC 3986 unreserved and sub-delims: a plain reg-name
 
 
 cdef void _fill_tables():
@@ -56,6 +58,10 @@ cdef void _fill_tables():
         TARGET[c] = (
             (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
             or c in b"-._~!$&'()*+,;=:@/?%"
+        )
+        HOST_NAME[c] = (
+            (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
+            or c in b"-._~!$&'()*+,;="
         )
 
 
@@ -102,6 +108,30 @@ cdef inline int _shared_kind(const unsigned char* name, Py_ssize_t n):
                 or _named(name, n, b"proxy-authorization", 19)):
             return DROP
     return KEEP
+
+
+cdef inline bint _plain_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t end):
+    """Whether `p[i:end]` is a reg-name of plain characters with an optional port of
+    1-5 digits up to 65535: a Host value target.host_ok accepts, checked here without
+    a Python object (anything else, IP literals and percent-encodings included, is
+    llhttp's case, where host_ok decides)."""
+    cdef Py_ssize_t start = i
+    cdef long port = 0
+    while i < end and HOST_NAME[p[i]]:
+        i += 1
+    if i == start:
+        return False
+    if i == end:
+        return True
+    if p[i] != 58 or end - i - 1 < 1 or end - i - 1 > 5:  # ":" and 1-5 digits
+        return False
+    i += 1
+    while i < end:
+        if not 48 <= p[i] <= 57:
+            return False
+        port = port * 10 + (p[i] - 48)
+        i += 1
+    return port <= 65535
 
 
 cdef struct Kept:
@@ -344,8 +374,8 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
         c = p[name_start] | 0x20
         if c == 104:  # h
             if _named(p + name_start, name_len, b"host", 4):
-                if host_start >= 0 or i == value_start:
-                    return None  # a second Host, or an empty one
+                if host_start >= 0 or not _plain_host(p, value_start, i):
+                    return None  # a second Host, an empty or unusual one
                 host_start = value_start
                 host_end = i
         elif c == 99:  # c

@@ -74,7 +74,6 @@ cdef class Exchange:
     cdef public int status
     cdef public object termination
     cdef public list trailers
-    cdef public list tunnel_buffer
     cdef public bint upgrade
     cdef public UpstreamPool upstream
     cdef public bint upstream_paused
@@ -110,6 +109,12 @@ cdef class ClientProtocol:
     cdef public int _paused
     cdef public Py_ssize_t _header_bytes
     cdef public Py_ssize_t _head_raw
+    cdef public list _held
+    cdef public object _rejection
+    cdef public bint _discarding
+    cdef public bytes _method
+    cdef public bint _fed_at_start
+    cdef public long long _begun
     cdef public object _tunnel
     cdef public bint _eof
     cdef public bint _parsing

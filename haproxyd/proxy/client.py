@@ -33,7 +33,13 @@ import httptools
 
 from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.errors import error_response
-from haproxyd.proxy.flow import PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, PAUSE_WAITING
+from haproxyd.proxy.flow import (
+    PAUSE_HELD,
+    PAUSE_PIPELINE,
+    PAUSE_REJECTED,
+    PAUSE_UPSTREAM_FULL,
+    PAUSE_WAITING,
+)
 from haproxyd.proxy.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -54,7 +60,18 @@ from haproxyd.proxy.headers import (
     header_in_block,
     request_kind,
     request_kind_cached,
+    set_value,
+    split_codings,
+    trailer_allowed,
 )
+from haproxyd.proxy.requestline import (
+    PLACEHOLDER,
+    extension_method,
+    line_start,
+    message_start,
+    unsupported_version,
+)
+from haproxyd.proxy.target import host_ok, origin_form, valid_hosts
 
 try:
     from haproxyd.proxy.canonical_head import scan_request_head
@@ -74,11 +91,15 @@ T_HEADER = 1  # a request's headers are arriving
 T_RESPONSE = 2  # waiting on, or streaming, a backend's response
 T_TUNNEL = 3  # upgraded connection
 T_QUEUE = 4  # waiting for a backend slot
+T_LINGER = 5  # after an error answer: draining what the client still sends
+
+LINGER_SECONDS = 5.0  # nginx's lingering_timeout; its lingering_time is 30 s
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNK_END = b"0\r\n\r\n"
+_CONNECTION_NAMES = (b"connection", b"proxy-connection")
 _CRLF = b"\r\n"
 _HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see RequestIds.next
 
@@ -175,7 +196,6 @@ class Exchange:
         "termination",
         "trailers",
         "tried",
-        "tunnel_buffer",
         "upgrade",
         "upstream",
         "upstream_paused",
@@ -214,7 +234,6 @@ class Exchange:
         # Response bytes for the client, written in one `writelines` per backend read
         # (or at the end of the exchange): one syscall where a naive proxy makes two.
         self.out: list[bytes] = []
-        self.tunnel_buffer: list[bytes] | None = None
         self.pool: PoolRuntime | None = None
         self.backend: Backend | None = None
         self.counted = False  # `pool.on_start(backend)` called, `on_finish` not yet
@@ -434,18 +453,17 @@ class Exchange:
         elif self.expect_continue and not self.continue_sent:
             self.continue_sent = True
             client.transport.write(_CONTINUE)
-        if self.tunnel_buffer:
-            transport.writelines(self.tunnel_buffer)
-            self.tunnel_buffer = None
 
     @staticmethod
     def _trailer_block(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
-        """The last chunk of a chunked body, with its trailers."""
+        """The last chunk of a chunked body, with the trailers that may be forwarded
+        (to a backend or to the client)."""
         if not trailers:
             return _CHUNK_END
         parts = [b"0\r\n"]
         for name, value in trailers:
-            parts += (name, b": ", value, _CRLF)
+            if trailer_allowed(name):
+                parts += (name, b": ", value, _CRLF)
         parts.append(_CRLF)
         return b"".join(parts)
 
@@ -532,7 +550,7 @@ class Exchange:
             self.out = [b"".join(parts)]
             return
         content_length: bytes | None = None
-        chunked = False
+        codings: list[bytes] | None = None
         connection: list[bytes] | None = None
         upgrade_value: bytes | None = None
         for kind, value in specials:
@@ -544,7 +562,10 @@ class Exchange:
                 else:
                     connection.append(value)
             elif kind == TRANSFER_ENCODING:
-                chunked = True
+                if codings is None:
+                    codings = [value]
+                else:
+                    codings.append(value)
             elif kind == UPGRADE:
                 upgrade_value = value
         if connection is not None:
@@ -556,17 +577,21 @@ class Exchange:
                 parts += (b"Upgrade: ", upgrade_value, CRLF)
             parts.append(b"Connection: upgrade\r\n")
         else:
-            if self.upgrade:
-                self.close_after = True  # the client may already be sending upgraded bytes
             no_body = self.is_head or status == 204 or status == 304
             if content_length is not None:
                 parts += (b"Content-Length: ", content_length, CRLF)
             elif not no_body:
+                chunked, other = split_codings(codings) if codings else (False, b"")
                 self.read_to_close = not chunked
                 if self.http10:
                     self.close_after = True  # HTTP/1.0 client: the body ends when we close
                 else:
-                    parts.append(b"Transfer-Encoding: chunked\r\n")
+                    # Codings before chunked (gzip, chunked) stay: the body bytes are
+                    # in them, only the chunking is the proxy's own.
+                    if other:
+                        parts += (b"Transfer-Encoding: ", other, b", chunked\r\n")
+                    else:
+                        parts.append(b"Transfer-Encoding: chunked\r\n")
                     self.chunked_out = True
             if runtime.draining:
                 self.close_after = True
@@ -735,12 +760,18 @@ class ClientProtocol:
     is an extension type, which cannot derive from a Python class."""
 
     __slots__ = (
+        "_begun",
+        "_discarding",
         "_eof",
+        "_fed_at_start",
         "_forwarded",
         "_head_raw",
         "_header_bytes",
+        "_held",
+        "_method",
         "_parsing",
         "_paused",
+        "_rejection",
         "_tunnel",
         "clock",
         "closed",
@@ -775,6 +806,16 @@ class ClientProtocol:
         self._header_bytes = 0  # request line and headers parsed so far
         self._head_raw = 0  # bytes received while a request's head was incomplete
         self._tunnel: asyncio.Transport | None = None
+        # After an upgrade request, until its response: the bytes that followed it.
+        self._held: list[bytes] | None = None
+        # A malformed request's (status, reason, request id), answered once the
+        # complete requests before it are; then `_discarding` while the connection lingers.
+        self._rejection: tuple[int, str, bytes] | None = None
+        self._discarding = False
+        self._method: bytes | None = None  # an extension method, while llhttp reads
+        # its request with requestline.PLACEHOLDER in its place
+        self._fed_at_start = False
+        self._begun = 0
         self._eof = False  # the client half-closed
         self._parsing = False  # llhttp is inside a request (begun, not complete)
         self.requests = 0  # requests begun on this connection
@@ -806,21 +847,33 @@ class ClientProtocol:
         self.timeout_kind = T_HEADER
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding or self._rejection is not None:
+            return  # after a refusal: read, never parsed
         if self._tunnel is not None:
             self._tunnel.write(data)
             self.touch()
             return
-        current = self.current
-        if current is not None and current.upgrade and current.ready:
-            # Bytes after an upgrade request, before the backend said 101.
-            if current.tunnel_buffer is None:
-                current.tunnel_buffer = []
-            current.tunnel_buffer.append(data)
-            self.pause_reading_for(PAUSE_WAITING)
+        held = self._held
+        if held is not None:
+            # Bytes after an upgrade request, before its response: the tunnel's after a
+            # 101, the next request's otherwise; neither is known yet.
+            held.append(data)
+            self.pause_reading_for(PAUSE_HELD)
             return
+        current = self.current
         partial_head = current is not None and not current.ready
-        if scan_request_head is not None and current is None and not self._parsing:
-            data = self._scan_requests(data)
+        # For _parse_failed: whether a request starts `data`, and how many had begun.
+        self._fed_at_start = current is None and not self._parsing
+        if self._fed_at_start:
+            if scan_request_head is not None and self._method is None:
+                data = self._scan_requests(data)  # (never takes a line that starts CR/LF)
+            # (An int, not `data[:1] in b"\r\n"`: bytes-in-bytes first tries the
+            # needle as an int, a TypeError raised and swallowed per call.)
+            if data and (data[0] == 13 or data[0] == 10) and line_start(data, 0) < 0:
+                # llhttp skips a bare CR before a request line; RFC 9112 §2.2 does not.
+                self._reject(400, "bare CR or LF before the request line")
+                return
+        self._begun = self.requests
         try:
             if data:
                 self.parser.feed_data(data)
@@ -832,7 +885,7 @@ class ClientProtocol:
             if isinstance(cause, BadRequest):
                 self._reject(cause.status, cause.reason)
             else:
-                self._reject(400, str(exc) or "malformed request")
+                self._parse_failed(data, exc)
             return
         # Dispatch what this data made ready, now that all of it parsed cleanly.
         if self.queue:
@@ -848,6 +901,29 @@ class ClientProtocol:
                     return
             if self.timeout_kind == T_IDLE:
                 self.set_deadline(T_HEADER)
+
+    def _parse_failed(self, data: bytes, exc: httptools.HttpParserError) -> None:
+        """llhttp refused `data` (see requestline.py for what the proxy decides
+        instead): an extension method is parsed again with a placeholder in its place,
+        an unsupported version gets 505, anything else 400."""
+        if (
+            isinstance(exc, httptools.HttpParserInvalidMethodError)
+            and self._fed_at_start
+            and self.current is None
+        ):
+            # (The requests begun in `data` before the failure all ended.)
+            start = line_start(data, message_start(data, self.requests - self._begun))
+            method = extension_method(data, start) if start >= 0 else None
+            if method is not None:
+                self.parser = httptools.HttpRequestParser(self)  # llhttp stops at an error
+                self._parsing = False
+                self._method = method  # put back by on_headers_complete
+                self.data_received(PLACEHOLDER + data[start + len(method) :])
+                return
+        elif self.current is not None and unsupported_version(data):
+            self._reject(505, "HTTP version not supported")
+            return
+        self._reject(400, str(exc) or "malformed request")
 
     def _scan_requests(self, data: bytes) -> bytes:
         """Take the canonical requests at the start of `data` (see canonical_head) as
@@ -878,27 +954,33 @@ class ClientProtocol:
         if current is None or not current.ready:
             self._reject(400, "malformed upgrade request")
             return
-        if current.method == b"CONNECT":
-            self._reject(405, "CONNECT is not supported")
-            return
+        # (CONNECT, which llhttp also reads as an upgrade, was refused with its head.)
+        # An upgrade request is an ordinary request until its backend answers 101 (RFC
+        # 9110 §7.8): what follows its head is held, unread and unsent, until then, and
+        # read as the next request if the answer is anything else. (httptools has llhttp
+        # resume after the upgrade, so the same parser reads on; it never reads an
+        # upgrade request's body, which is why one with a body is refused.)
         offset = exc.args[0] if exc.args else len(data)
         rest = data[offset:]
         current.upgrade = True
-        self.current = current  # keeps buffering raw bytes until the backend answers
-        if rest:
-            current.tunnel_buffer = [rest]
-        if self.queue[0] is current and not current.dispatched:
-            current.dispatch()
+        self._held = [rest] if rest else []
+        self.pause_reading_for(PAUSE_HELD)
+        self._dispatch_head()
 
     def eof_received(self) -> bool | None:
-        """The client half-closed. Requests it sent are still answered (it may be
-        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`); then we close."""
+        """The client half-closed. Requests it sent whole are still answered (it may be
+        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`); then we close. One it
+        left mid-body can never complete: closing at once aborts its backend exchange
+        (`connection_lost`), where the backend would otherwise wait for the rest of
+        the body until the response timeout."""
         if self._tunnel is not None:
             if self._tunnel.can_write_eof():
                 self._tunnel.write_eof()
                 return True
             return None
-        if self.queue and self.proto == b"http":  # TLS cannot stay half-open
+        queue = self.queue
+        # (TLS cannot stay half-open.)
+        if queue and self.proto == b"http" and queue[-1].request_complete:
             self._eof = True
             if self.current is not None and not self.current.ready:
                 self.current = None  # a partial request can never complete now
@@ -923,7 +1005,9 @@ class ClientProtocol:
                 exchange.conn = None
                 conn.close()
             if exchange.counted:
-                exchange.termination = "client_closed"
+                exchange.termination = (
+                    "client_closed" if exchange.request_complete else "client_aborted"
+                )
                 exchange._finish_backend(ok=True)
                 self._report(exchange)
         self.queue.clear()
@@ -981,6 +1065,10 @@ class ClientProtocol:
         if size > self.runtime.max_header_bytes:
             raise BadRequest(431, "request header fields too large")
         if exchange.ready:
+            if name.lower() in _CONNECTION_NAMES:
+                # llhttp takes a `close` here as the connection's, whatever comes next:
+                # refused, as llhttp refuses a framing header in a trailer section.
+                raise BadRequest(400, "Connection in a trailer section")
             if exchange.trailers is None:
                 exchange.trailers = []
             exchange.trailers.append((name, value))
@@ -1000,20 +1088,33 @@ class ClientProtocol:
         assert exchange is not None
         parser = self.parser
         method = parser.get_method()
+        if self._method is not None:  # an extension method (see _parse_failed)
+            method = self._method
+            self._method = None
         keep_alive = parser.should_keep_alive()
         specials = exchange.specials
-        if keep_alive and len(specials) == 1 and specials[0][0] == HOST and method != b"CONNECT":
+        url = exchange.url
+        if (
+            keep_alive
+            and len(specials) == 1
+            and specials[0][0] == HOST
+            and method != b"CONNECT"
+            and url[0] == 47  # "/": origin-form (target.origin_form reads the others)
+            and 35 not in url  # "#", as an int (see data_received)
+        ):
             # The common request: Host is its only header the proxy acts on (no body
             # framing, no Connection, no Upgrade, no forwarding headers to append to).
             # It is HTTP/1.1 without asking (`get_http_version` formats a str): with
             # no Connection header only 1.1 keeps alive, and llhttp accepts no other
             # 1.x version.
+            host = specials[0][2]
+            if host not in valid_hosts and not host_ok(host):
+                raise BadRequest(400, "invalid Host header")
             exchange.kept_end = len(exchange.parts)
-            exchange.parts[0] = b" ".join((method, exchange.url, b"HTTP/1.1\r\n"))
-            self._plain_request(exchange, method, keep_alive, specials[0][2])
+            exchange.parts[0] = b" ".join((method, url, b"HTTP/1.1\r\n"))
+            self._plain_request(exchange, method, keep_alive, host)
         else:
             self._request_basics(exchange, method, keep_alive)
-            url = exchange.url
             version = parser.get_http_version()
             if version != "1.1":
                 if version == "1.0":
@@ -1043,8 +1144,13 @@ class ClientProtocol:
         url = exchange.url
         exchange.request_id = request_id = runtime.request_ids.next()
         pool = runtime.only_pool
-        exchange.pool = pool if pool is not None else runtime.route(host, url)
         parts = exchange.parts
+        if pool is None:
+            pool, target = runtime.route(host, url)
+            if target is not url:  # the route forwards the normalised path
+                exchange.url = target
+                parts[0] = b" ".join((method, target, b"HTTP/1.1\r\n"))
+        exchange.pool = pool
         parts += (b"X-Forwarded-Host: ", host, CRLF, self._forwarded, request_id, b"\r\n\r\n")
         exchange.head = b"".join(parts)
 
@@ -1062,13 +1168,32 @@ class ClientProtocol:
         runtime = self.runtime
         upgrade = self.parser.should_upgrade()
         meta = RequestMeta(exchange.specials)
-        if meta.host is None and not exchange.http10:
-            raise BadRequest(400, "missing Host header")
+        if meta.host is None:
+            if not exchange.http10:
+                raise BadRequest(400, "missing Host header")
+        elif not host_ok(meta.host):
+            raise BadRequest(400, "invalid Host header")
         parts = exchange.parts
+        if method == b"CONNECT":
+            raise BadRequest(405, "CONNECT is not supported")  # (authority-form target)
+        url, authority = origin_form(method, url)
+        if authority is not None:
+            # Absolute-form: its authority is the host (RFC 9112 §3.2.2), for the
+            # route, the backend's Host and X-Forwarded-Host alike.
+            if meta.host is None:
+                parts += (b"Host", SEP, authority, CRLF)
+            else:
+                set_value(parts, b"host", authority)
+            meta.host = authority
+            exchange.url = url
         if meta.connection is not None:
             named = meta.named_by_connection()
             if named:
                 drop_named(parts, 1, named)
+        if upgrade and (meta.chunked or (meta.content_length or b"0").strip(b"0")):
+            # llhttp reads no body of an upgrade request (httptools has it skip one),
+            # and a WebSocket handshake never has one (RFC 6455 §4.1).
+            raise BadRequest(400, "upgrade request with a body")
         exchange.kept_end = len(parts)
         exchange.expect_continue = meta.expect_continue and not exchange.http10
         if meta.content_length is not None:
@@ -1076,13 +1201,15 @@ class ClientProtocol:
             if max_body and int(meta.content_length) > max_body:
                 raise BadRequest(413, "request body too large")
             framing = b"Content-Length: " + meta.content_length + CRLF
-        elif meta.chunked and not upgrade:
+        elif meta.chunked:
             exchange.chunked_in = True
             framing = b"Transfer-Encoding: chunked\r\n"
         else:
             framing = b""  # no body (llhttp reads none without a length or chunked)
         exchange.request_id = request_id = meta.xrid or runtime.request_ids.next()
-        exchange.pool = pool = runtime.route(meta.host, url)
+        pool, url = runtime.route(meta.host, url)
+        exchange.pool = pool
+        exchange.url = url
         exchange.head = build_request_head(
             b" ".join((method, url, b"HTTP/1.1\r\n")),
             parts,
@@ -1186,13 +1313,25 @@ class ClientProtocol:
         self._report(exchange)
         if self.closed:
             return
-        if exchange.close_after or not exchange.keep_alive or (self._eof and not queue):
-            self.close()
+        if exchange.close_after or not exchange.keep_alive:
+            if exchange.request_complete:
+                self.close()
+            else:
+                self.linger()  # the client may still be sending the body
+            return
+        if self._rejection is not None and not queue:
+            self._send_rejection(*self._rejection)
             return
         if self._paused:
             self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
             if len(queue) <= 1:
                 self.resume_reading_for(PAUSE_PIPELINE)
+        if exchange.upgrade and self._held is not None:
+            self._release_held()  # (nothing after an upgrade request is queued yet)
+            return
+        if self._eof and not queue:
+            self.close()
+            return
         if queue:
             self._dispatch_head()
             return
@@ -1203,6 +1342,19 @@ class ClientProtocol:
             self.deadline = ended + self.runtime.idle_timeout
             if self.runtime.draining:
                 self.close()
+
+    def _release_held(self) -> None:
+        """An upgrade request was answered without a 101: what the client sent after
+        it is HTTP again, read now as if it had just arrived."""
+        held = self._held
+        self._held = None
+        self.timeout_kind = T_IDLE
+        self.deadline = self.clock() + self.runtime.idle_timeout
+        self.resume_reading_for(PAUSE_HELD)
+        if held:
+            self.data_received(b"".join(held))
+        if self._eof and not self.queue:
+            self.close()  # half-closed: nothing more can come
 
     def start_tunnel(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
         queue = self.queue
@@ -1215,41 +1367,77 @@ class ClientProtocol:
         conn.tunnel = self.transport
         self.timeout_kind = T_TUNNEL
         self.touch()
-        if exchange.tunnel_buffer:
-            transport.writelines(exchange.tunnel_buffer)
-            exchange.tunnel_buffer = None
+        held = self._held
+        self._held = None
+        if held:
+            transport.writelines(held)  # sent after the upgrade request: now the tunnel's
         if rest:
             self.transport.write(rest)
-        self.current = None
         self._paused = 0
         self.transport.resume_reading()
 
     def _reject(self, status: int, reason: str) -> None:
-        """A malformed request: answer, close, and make sure none of it reaches a backend."""
+        """A malformed request: make sure none of it reaches a backend, answer the
+        complete requests before it in order, then the error, then close."""
         if log.isEnabledFor(logging.INFO):
             log.info("rejected request from %s: %d %s", self.peer_ip, status, reason)
-        for exchange in self.queue:
-            if exchange.conn is not None:
-                # Already streaming to a backend (a bad chunk later in the body): cut the
-                # backend connection so it never sees a complete, reinterpreted request.
-                conn = exchange.conn
-                exchange.conn = None
+        queue = self.queue
+        current = self.current
+        # The client's X-Request-ID, when the bad request's head got that far.
+        request_id = current.request_id if current is not None else b""
+        self.current = None
+        if queue and not queue[-1].request_complete:
+            # The bad bytes are in this request's body (a bad chunk): if it is already
+            # streaming to a backend, cut that connection so it never sees a complete,
+            # reinterpreted request.
+            bad = queue.pop()
+            conn = bad.conn
+            if conn is not None:
+                bad.conn = None
                 conn.close()
-                exchange._finish_backend(ok=False)
-        if not self.closed:
-            started = any(e.response_started for e in self.queue)
-            if started:
-                self.abort()
+                bad._finish_backend(ok=False)
+            if bad.response_started:
+                self.abort()  # its response began: a cut is the only signal left
                 return
-            request_id = (
-                self.current.request_id
-                if self.current and self.current.request_id
-                else self.runtime.request_ids.next()
-            )
+        if queue and not self.closed:
+            # Complete requests before the bad bytes: each gets its answer first (a
+            # retried POST dropped here would run twice), then the error (RFC 9112 §9.3.2).
+            self._rejection = (status, reason, request_id)
+            self.pause_reading_for(PAUSE_REJECTED)
+            self._dispatch_head()
+            return
+        self._send_rejection(status, reason, request_id)
+
+    def _send_rejection(self, status: int, reason: str, request_id: bytes) -> None:
+        """The error answer to a malformed request, once nothing is before it."""
+        self._rejection = None
+        if not self.closed:
+            request_id = request_id or self.runtime.request_ids.next()
             self.transport.write(error_response(status, request_id, reason, close=True))
             self.runtime.count_rejected(status)
         self.queue.clear()
-        self.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after an error answer so that the client can read it: half-close, then
+        read and discard what it still sends (the rest of a refused body, say) until it
+        closes or LINGER_SECONDS pass. A plain close with unread bytes would send a
+        reset, and the client's stack would drop the answer unread (nginx's
+        lingering_close, HAProxy's lingering)."""
+        if self.closed:
+            return
+        transport = self.transport
+        if not transport.can_write_eof():  # TLS: no half-close
+            self.close()
+            return
+        self._discarding = True
+        self.queue.clear()
+        self.current = None
+        transport.write_eof()  # after what is buffered
+        self.timeout_kind = T_LINGER
+        self.deadline = self.clock() + LINGER_SECONDS
+        self._paused = 0
+        transport.resume_reading()
 
     def close(self) -> None:
         if not self.closed:

@@ -68,6 +68,34 @@ _RESPONSE_KINDS_LOWER: dict[bytes, int] = {
     b"upgrade": UPGRADE,
 }
 
+# Trailer fields that are never forwarded, either way (RFC 9110 §6.5.1: a trailer must
+# not frame, route, authenticate or control the connection, and a recipient must not
+# merge one that does into the header section). Left in a chunked body's trailer
+# section, `Connection: close` or a `Content-Length` reaches a backend's parser on a
+# pooled connection and poisons it for the next client. Every header the proxy acts on
+# or drops is among them, so the list is derived from those tables.
+_TRAILER_DENIED = frozenset(
+    {
+        *_REQUEST_KINDS_LOWER,
+        *_RESPONSE_KINDS_LOWER,
+        b"forwarded",
+        b"authorization",
+        b"www-authenticate",
+        b"content-encoding",
+        b"content-range",
+        b"content-type",
+    }
+)
+_TRAILER_DENIED_PREFIXES = (b"proxy-", b"x-forwarded-")
+
+
+def trailer_allowed(name: bytes) -> bool:
+    """Whether a trailer field `name` (any case) may be forwarded (trailers are rare:
+    no cache)."""
+    lower = name.lower()
+    return lower not in _TRAILER_DENIED and not lower.startswith(_TRAILER_DENIED_PREFIXES)
+
+
 # Spellings seen so far -> kind. Bounded: past the limit (a peer inventing names) a new
 # spelling is classified without being remembered.
 _CACHE_LIMIT = 4096
@@ -163,6 +191,25 @@ def drop_named(parts: list[bytes], start: int, names: set[bytes]) -> None:
     parts[:] = kept
 
 
+def split_codings(values: list[bytes]) -> tuple[bool, bytes]:
+    """(whether the last transfer coding is chunked, the codings before it, joined)
+    of a message's Transfer-Encoding values."""
+    codings = [c.strip() for value in values for c in value.split(b",") if c.strip()]
+    chunked = bool(codings) and codings[-1].lower() == b"chunked"
+    if chunked:
+        codings.pop()
+    return chunked, b", ".join(codings)
+
+
+def set_value(parts: list[bytes], name: bytes, value: bytes) -> None:
+    """Set the value of the first header `name` (lower case) in `parts` (name, ": ",
+    value, CRLF groups from index 1)."""
+    for i in range(1, len(parts) - 3, 4):
+        if parts[i].lower() == name:
+            parts[i + 2] = value
+            return
+
+
 class RequestMeta:
     """What the proxy needs from a request's special headers, read in one pass."""
 
@@ -212,7 +259,12 @@ class RequestMeta:
                 if self.xrid is None:
                     self.xrid = value
             elif kind == TRANSFER_ENCODING:
-                self.chunked = True  # llhttp accepts only `chunked` as the final coding
+                # llhttp accepts one Transfer-Encoding, ending in `chunked`. A coding
+                # before it (gzip, chunked) is refused as nginx does (RFC 9112 §6.1):
+                # re-chunked, the body would lose it, and backends rarely decode one.
+                if value != b"chunked" and split_codings([value])[1]:
+                    raise BadRequest(501, "transfer coding not implemented")
+                self.chunked = True
             elif kind == CONTENT_LENGTH:
                 self.content_length = value
             elif kind == UPGRADE:

@@ -26,6 +26,7 @@ from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSe
 from haproxyd.proxy.client import ProxyRuntimeBase, RequestIds
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.resolver import Resolver
+from haproxyd.proxy.target import route_host, route_path, split_target
 from haproxyd.proxy.upstream import PoolRuntime, UpstreamPool
 from haproxyd.tasks import cancel_and_wait
 
@@ -87,7 +88,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.server_tls: dict[asyncio.Server, ssl.SSLContext | None] = {}
         # Passive health detection: `(backend, ok, status)` after each backend attempt.
         self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
-        self._routes: list[tuple[str | None, bytes, PoolRuntime]] = []
+        self._routes: list[tuple[bytes | None, bytes, bool, PoolRuntime]] = []
         self._default_pool: PoolRuntime | None = None
         # `route`'s answer for every request when the config has no routes (the data
         # plane reads it before it calls `route`); None when there are routes.
@@ -115,10 +116,11 @@ class ProxyRuntime(ProxyRuntimeBase):
             if name not in pools:
                 for upstream in previous.upstreams.values():
                     upstream.close()
-        routes: list[tuple[str | None, bytes, PoolRuntime]] = []
+        routes: list[tuple[bytes | None, bytes, bool, PoolRuntime]] = []
         for route in cfg.routes:
-            host = route.match.host.lower() if route.match.host else None
-            routes.append((host, route.match.path_prefix.encode(), pools[route.pool]))
+            host = route_host(route.match.host.encode()) if route.match.host else None
+            forward = route.normalize_path == "forward"
+            routes.append((host, route.match.path_prefix.encode(), forward, pools[route.pool]))
         self.cfg = cfg
         self.max_header_bytes = cfg.limits.max_header_bytes
         self.max_body_bytes = cfg.limits.max_body_bytes
@@ -323,23 +325,24 @@ class ProxyRuntime(ProxyRuntimeBase):
 
     # -- per request --
 
-    def route(self, host: bytes | None, url: bytes) -> PoolRuntime | None:
+    def route(self, host: bytes | None, url: bytes) -> tuple[PoolRuntime | None, bytes]:
+        """(the pool serving a request, the target to send: `url` itself unless its
+        route forwards the normalised path). Routes match the normalised host and path
+        (target.route_host, target.route_path); the first match wins."""
         routes = self._routes
         if not routes:
-            return self._default_pool
-        host_name: str | None = None
-        if host is not None:
-            host_name = host.decode("latin-1").lower()
-            if host_name.startswith("["):
-                host_name = host_name[: host_name.find("]") + 1]
-            elif ":" in host_name:
-                host_name = host_name.rsplit(":", 1)[0]
-        for route_host, prefix, pool in routes:
-            if route_host is not None and route_host != host_name:
+            return self._default_pool, url
+        host_name = route_host(host) if host is not None else None
+        path, query = split_target(url)
+        normal = route_path(path)
+        for route_host_name, prefix, forward, pool in routes:
+            if route_host_name is not None and route_host_name != host_name:
                 continue
-            if url.startswith(prefix):
-                return pool
-        return None
+            if normal.startswith(prefix):
+                if forward and normal != path:
+                    return pool, normal + query
+                return pool, url
+        return None, url
 
     def count_rejected(self, status: int) -> None:
         self.rejected[status] = self.rejected.get(status, 0) + 1

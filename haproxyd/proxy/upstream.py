@@ -41,6 +41,7 @@ from haproxyd.proxy.headers import (
     KEEP,
     PLAIN_CONNECTION,
     SEP,
+    TRANSFER_ENCODING,
     response_kind,
     response_kind_cached,
     status_line,
@@ -248,7 +249,13 @@ class UpstreamConnection:
         assert parts is not None
         self._parts = None  # what follows the body is trailers
         parts[0] = status_line(status, self._reason)
-        exchange.on_response_head(status, parts, self._specials)
+        specials = self._specials
+        if (status == 204 or status == 304) and specials:
+            # No body, whatever a backend says (RFC 9110 §8.6, §6.4.1; HAProxy strips
+            # them too): a client that believed the framing would read the next
+            # response as this one's body. (The scanner takes neither status.)
+            specials = [s for s in specials if s[0] != CONTENT_LENGTH and s[0] != TRANSFER_ENCODING]
+        exchange.on_response_head(status, parts, specials)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange

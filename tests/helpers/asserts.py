@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from helpers.backends import Recorded
 from helpers.http1 import Response
 
 MAX_ERROR_BODY = 1024
@@ -39,3 +40,18 @@ def wait_stable(read: Callable[[], int], *, quiet: float = 0.5, timeout: float =
         elif time.monotonic() - since >= quiet:
             return value
     return last
+
+
+VIA = "1.1 haproxyd"
+
+
+def assert_all_rewritten(requests: list[Recorded]) -> None:
+    """Every request a backend received is one the proxy parsed and rewrote: it carries
+    the proxy's `Via` and an `X-Forwarded-For` (a request without them went through
+    raw, past the proxy's checks)."""
+    for rec in requests:
+        via = [token.strip() for token in (rec.header("Via") or "").split(",")]
+        assert via[-1:] == [VIA] and rec.header("X-Forwarded-For"), (
+            f"{rec.method} {rec.target} reached the backend without the proxy's rewrite: "
+            f"{rec.raw[:400]!r}"
+        )

@@ -399,7 +399,9 @@ async def _read_request(
     except asyncio.IncompleteReadError:
         return None
     lines = head[:-4].split(b"\r\n")
-    method, target, version = lines[0].decode("latin-1").split(" ", 2)
+    # Something that is not a request line (bytes the proxy should never have sent)
+    # is recorded as a request whose method is the whole line.
+    method, target, version = ([*lines[0].decode("latin-1").split(" ", 2), "", ""])[:3]
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(b":")

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from haproxyd.proxy.target import host_ok
+
 canonical_head = pytest.importorskip(
     "haproxyd.proxy.canonical_head", reason="the scanner exists only compiled"
 )
@@ -107,7 +109,7 @@ def check_request(data: bytes, limit: int = 65536) -> tuple | None:
     assert events.keep_alive == [True, True]
     assert not parser.should_upgrade()
     hosts = [v for n, v in events.headers if n.lower() == b"host"]
-    assert hosts == [host] and host
+    assert hosts == [host] and host_ok(host)
     forwarded = [(n, v) for n, v in events.headers if n.lower() not in _REQUEST_DROPPED]
     assert _lines(kept) == forwarded
     return head
@@ -336,6 +338,15 @@ def test_a_head_longer_than_the_limit_is_left_to_llhttp() -> None:
         b"GET / HTTP/1.1\r\nHost:a\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a \r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\n",  # not complete yet
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",  # hosts that target.host_ok decides
+        b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:123456\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:8o\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: %61\r\n\r\n",
     ],
 )
 def test_what_the_request_scanner_leaves_to_llhttp(data: bytes) -> None:
