@@ -860,6 +860,15 @@ class PoolConfig(_Section):
     queue_timeout: Duration = Field(
         0.0, ge=0, description="Wait this long for a free backend slot; 0 = 503 at once."
     )
+    abort_on_client_close: bool = Field(
+        False,
+        description=(
+            "A client that closes (or half-closes) its side aborts its requests in flight "
+            "on this pool's backends even when it sent them whole (nginx's default, "
+            "HAProxy's `option abortonclose`). Off: a whole request is still answered "
+            "after a half-close (HAProxy's default); one left mid-body is always aborted."
+        ),
+    )
     keepalive: UpstreamKeepalive = Field(
         default_factory=UpstreamKeepalive, description="Backend connection reuse."
     )

@@ -969,7 +969,8 @@ class ClientProtocol:
 
     def eof_received(self) -> bool | None:
         """The client half-closed. Requests it sent whole are still answered (it may be
-        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`); then we close. One it
+        waiting for them: HTTP/1.0 tools, `shutdown(SHUT_WR)`), unless their pool says
+        `abort_on_client_close`; then we close. One it
         left mid-body can never complete: closing at once aborts its backend exchange
         (`connection_lost`), where the backend would otherwise wait for the rest of
         the body until the response timeout."""
@@ -980,7 +981,12 @@ class ClientProtocol:
             return None
         queue = self.queue
         # (TLS cannot stay half-open.)
-        if queue and self.proto == b"http" and queue[-1].request_complete:
+        if (
+            queue
+            and self.proto == b"http"
+            and queue[-1].request_complete
+            and not any(e.pool is not None and e.pool.config.abort_on_client_close for e in queue)
+        ):
             self._eof = True
             if self.current is not None and not self.current.ready:
                 self.current = None  # a partial request can never complete now

@@ -305,7 +305,7 @@ def test_bodiless_responses_lose_their_framing_headers(raw_backend, daemon, stat
     """A 204/304 has no body whatever its headers say (RFC 9110 §8.6, §6.4.1): the
     client gets neither header (one that believed them would take the next response
     for this one's body), and the connection goes on."""
-    reply = b"HTTP/1.1 " + status + b"\r\nETag: \"v\"\r\n" + framing + b"\r\n"
+    reply = b"HTTP/1.1 " + status + b'\r\nETag: "v"\r\n' + framing + b"\r\n"
     rb = raw_backend(lambda rec: RawReply(reply if rec.target == "/empty" else ok_reply(rec).data,
                                           close=False))  # fmt: skip
     d = daemon([rb])
@@ -338,13 +338,30 @@ def test_request_transfer_coding_before_chunked_gets_501(raw_backend, daemon):
 
 
 def test_response_transfer_codings_are_kept(raw_backend, daemon):
-    reply = (
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-        b"3\r\nabc\r\n0\r\n\r\n"
-    )
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     rb = raw_backend(lambda rec: RawReply(reply, close=False))
     d = daemon([rb])
     with d.conn() as c:
         r = c.request("GET", "/z")
     assert r.status == 200 and r.body == b"abc", r
     assert r.header("Transfer-Encoding") == "gzip, chunked", r
+
+
+def test_abort_on_client_close_aborts_even_a_whole_request(raw_backend, daemon):
+    """`abort_on_client_close: true` (nginx's default): a whole request in flight is
+    aborted when the client half-closes, its backend connection closed at once, and the
+    access log says `client_closed`."""
+    rb = raw_backend(lambda rec: RawReply(b"", close=False))  # never answers
+    d = daemon(
+        [rb],
+        extra={"pools": {"web": {"abort_on_client_close": True}}},
+        timeouts={"response": "30s"},
+    )
+    with d.conn() as c:
+        c.send(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: len(rb.requests) == 1, timeout=5, what="the request at the backend")
+        c.sock.shutdown(socket.SHUT_WR)
+        wait_until(lambda: rb.open_connections == 0, timeout=3, what="the backend closed")
+        assert c.wait_closed(5)
+    entry = d.access_log(1)[-1]
+    assert entry["termination"] == "client_closed", entry
