@@ -874,6 +874,7 @@ class ClientProtocol:
                 self._reject(400, "bare CR or LF before the request line")
                 return
         self._begun = self.requests
+        again: bytes | None = None  # an extension method's request, to parse anew
         try:
             if data:
                 self.parser.feed_data(data)
@@ -884,8 +885,15 @@ class ClientProtocol:
             cause = exc.__context__
             if isinstance(cause, BadRequest):
                 self._reject(cause.status, cause.reason)
-            else:
-                self._parse_failed(data, exc)
+                return
+            again = self._parse_failed(data, exc)
+            if again is None:
+                return
+        if again is not None:
+            # Fed outside the `except` above: an error raised in this parse (a 501 from
+            # a callback) must not have the failure it follows as its context, which is
+            # how the handler above tells a callback's status from llhttp's own.
+            self.data_received(again)
             return
         # Dispatch what this data made ready, now that all of it parsed cleanly.
         if self.queue:
@@ -902,10 +910,11 @@ class ClientProtocol:
             if self.timeout_kind == T_IDLE:
                 self.set_deadline(T_HEADER)
 
-    def _parse_failed(self, data: bytes, exc: httptools.HttpParserError) -> None:
+    def _parse_failed(self, data: bytes, exc: httptools.HttpParserError) -> bytes | None:
         """llhttp refused `data` (see requestline.py for what the proxy decides
-        instead): an extension method is parsed again with a placeholder in its place,
-        an unsupported version gets 505, anything else 400."""
+        instead): an extension method is parsed again with a placeholder in its place
+        (returns what to feed a new parser), an unsupported version gets 505, anything
+        else 400."""
         if (
             isinstance(exc, httptools.HttpParserInvalidMethodError)
             and self._fed_at_start
@@ -918,12 +927,12 @@ class ClientProtocol:
                 self.parser = httptools.HttpRequestParser(self)  # llhttp stops at an error
                 self._parsing = False
                 self._method = method  # put back by on_headers_complete
-                self.data_received(PLACEHOLDER + data[start + len(method) :])
-                return
+                return PLACEHOLDER + data[start + len(method) :]
         elif self.current is not None and unsupported_version(data):
             self._reject(505, "HTTP version not supported")
-            return
+            return None
         self._reject(400, str(exc) or "malformed request")
+        return None
 
     def _scan_requests(self, data: bytes) -> bytes:
         """Take the canonical requests at the start of `data` (see canonical_head) as
