@@ -90,7 +90,7 @@ def wait_status(
         time.sleep(0.05)
 
 
-def wait_workers(daemon: Daemon, count: int, timeout: float = 20.0) -> dict[str, Any]:
+def wait_workers(daemon: Daemon, count: int, timeout: float = 60.0) -> dict[str, Any]:
     """The status once the daemon is fully started with `count` worker processes."""
     mode = "master" if count > 1 else "single"
 
