@@ -17,6 +17,7 @@ modules interpreted (as they run, installed compiled, under HAPROXYD_PURE_PYTHON
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 
@@ -31,9 +32,9 @@ FALLBACK = "haproxyd: could not build the compiled data plane ({}); installing i
 
 
 def fall_back(reason: str) -> None:
-    print(
-        FALLBACK.format(reason.strip().splitlines()[-1] if reason.strip() else "?"), file=sys.stderr
-    )
+    # One line: a compiler's failure names its whole command; its program is enough.
+    reason = re.sub(r"\['([^']*)'[^\]]*\]", r"\1 ...", " ".join(reason.split()))
+    print(FALLBACK.format(reason), file=sys.stderr)
 
 
 def extensions() -> list[Extension]:

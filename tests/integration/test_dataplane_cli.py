@@ -136,13 +136,13 @@ def test_busy_port_exits_non_zero_with_a_clear_message(daemon):
 
 
 def test_global_options_after_the_subcommand_are_honoured(backend, daemon, tmp_path):
-    plain = daemon([backend()])
-    assert " INFO " in plain.stderr_text()  # the default level: what the option changes
+    plain = daemon([backend()])  # the default level, which the option changes
+    wait_until(lambda: " INFO haproxyd: listening on" in plain.stderr_text(), what="INFO")
     pid_file = tmp_path / "haproxyd.pid"
     d = daemon([backend()], start=False)
     d.cli_args = ["run", "-c", str(d.config_path), "-p", str(pid_file), "--log-level", "warning"]
     d.start()
-    wait_until(pid_file.exists, what="the pid file")
+    wait_until(pid_file.exists, what="the pid file")  # written once started: logged by then
     assert pid_file.read_text().strip() == str(d.pid)
     assert " INFO " not in d.stderr_text(), d.stderr_text()
 

@@ -17,7 +17,8 @@ def test_the_scanner_runs_compiled_and_llhttp_reads_every_head_interpreted(form:
         assert client.scan_request_head is scanner.scan_request_head
         assert upstream.scan_response_head is scanner.scan_response_head
     else:
-        with pytest.raises(ModuleNotFoundError, match="exists only compiled"):
+        # Not built, or (HAPROXYD_PURE_PYTHON=1) kept out beside a compiled build.
+        with pytest.raises(ModuleNotFoundError):
             importlib.import_module("haproxyd.proxy.canonical_head")
         assert client.scan_request_head is None
         assert upstream.scan_response_head is None
