@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,58 +72,58 @@ def _wait(server: Server, ready: list[str], log: Path) -> Server:
     return server
 
 
+def _start(
+    datadir: Path,
+    init: list[str],
+    serve: Callable[[int], list[str]],
+    query: Callable[[int, str], list[str]],
+    user: dict[str, int],
+) -> Server:
+    """Initialise `datadir`, start the server on a free port, wait until `query` gets
+    an answer, and create the database `test`."""
+    subprocess.run(init, check=True, capture_output=True, timeout=120, **user)
+    port = _free_port()
+    log = datadir / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            serve(port), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **user
+        )
+    server = _wait(Server(port, proc, datadir), query(port, "SELECT 1"), log)
+    subprocess.run(query(port, "CREATE DATABASE test"), check=True, capture_output=True, timeout=60)
+    return server
+
+
 def start_postgres() -> Server:
     paths = ("/usr/lib/postgresql/*/bin/{}",)
     initdb = _program("initdb", *(p.format("initdb") for p in paths))
     postgres = _program("postgres", *(p.format("postgres") for p in paths))
     psql = _program("psql")
-    user = {}
+    user: dict[str, int] = {}
     datadir = Path(tempfile.mkdtemp(prefix="haproxyd-pg-"))
     if os.geteuid() == 0:
         account = pwd.getpwnam("postgres")
         os.chown(datadir, account.pw_uid, account.pw_gid)
         user = {"user": account.pw_uid, "group": account.pw_gid}
-    log = datadir / "server.log"
-    subprocess.run(
-        [initdb, "-D", str(datadir / "data"), "-U", "postgres", "--auth=trust", "--no-sync"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        **user,
+    data = str(datadir / "data")
+    return _start(
+        datadir,
+        [initdb, "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        lambda port: [
+            postgres,
+            "-D",
+            data,
+            "-p",
+            str(port),
+            "-k",
+            str(datadir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        lambda port, sql: [psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", sql],
+        user,
     )
-    port = _free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                postgres,
-                "-D",
-                str(datadir / "data"),
-                "-p",
-                str(port),
-                "-k",
-                str(datadir),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            **user,
-        )
-    server = _wait(
-        Server(port, proc, datadir),
-        [psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "SELECT 1"],
-        log,
-    )
-    subprocess.run(
-        [psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE test"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return server
 
 
 def start_mariadb() -> Server:
@@ -130,44 +131,24 @@ def start_mariadb() -> Server:
     mariadbd = _program("mariadbd", "/usr/sbin/mariadbd")
     client = _program("mariadb", "/usr/bin/mysql")
     datadir = Path(tempfile.mkdtemp(prefix="haproxyd-mariadb-"))
-    log = datadir / "server.log"
     common = [
         "--no-defaults",
         f"--datadir={datadir / 'data'}",
         f"--user={pwd.getpwuid(os.geteuid()).pw_name}",
     ]
-    subprocess.run(
+    return _start(
+        datadir,
         [install, *common, "--auth-root-authentication-method=normal", "--skip-test-db"],
-        check=True,
-        capture_output=True,
-        timeout=120,
+        lambda port: [
+            mariadbd,
+            *common,
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={datadir / 'sock'}",
+            f"--pid-file={datadir / 'pid'}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=16M",
+        ],
+        lambda port, sql: [client, "-h127.0.0.1", f"-P{port}", "-uroot", "-e", sql],
+        {},
     )
-    port = _free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                mariadbd,
-                *common,
-                f"--port={port}",
-                "--bind-address=127.0.0.1",
-                f"--socket={datadir / 'sock'}",
-                f"--pid-file={datadir / 'pid'}",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=16M",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    server = _wait(
-        Server(port, proc, datadir),
-        [client, "-h127.0.0.1", f"-P{port}", "-uroot", "-e", "SELECT 1"],
-        log,
-    )
-    subprocess.run(
-        [client, "-h127.0.0.1", f"-P{port}", "-uroot", "-e", "CREATE DATABASE test"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return server
