@@ -201,6 +201,10 @@ def daemon(
             extra=extra,
         )
         d = Daemon(config, workdir, name=f"haproxyd{len(started) + 1}", env=env)
+        d.free_picks = (
+            config["listeners"][0]["address"] == f"127.0.0.1:{port}"
+            and config["admin"]["address"] == f"127.0.0.1:{admin_port}"
+        )
         started.append(d)
         attach_daemon(request.node, d)
         if start:
