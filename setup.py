@@ -26,7 +26,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
-from haproxyd._build import COMPILED, source, write_scanner_tables  # noqa: E402
+from haproxyd._build import COMPILED, inputs, source, write_scanner_tables  # noqa: E402
 
 FALLBACK = "haproxyd: could not build the compiled data plane ({}); installing it interpreted"
 
@@ -79,19 +79,27 @@ class BuildDataPlane(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         # An editable install compiles in a temporary directory, then copies the result
-        # into the tree: a build there that is newer than its C source is that result,
-        # so the next `pip install -e .` (the README's second command) reuses it instead
-        # of compiling the whole data plane again.
+        # into the tree: a build there that is newer than its C, or than every source
+        # of the data plane (Cython regenerates the C when its own includes are newer,
+        # as they are in each new build environment), is that result, so the next
+        # `pip install -e .` (the README's second command) reuses it, not compiling.
         in_tree = os.path.join(ROOT, self.get_ext_filename(ext.name))
         target = self.get_ext_fullpath(ext.name)
-        if os.path.exists(in_tree) and all(
-            os.path.getmtime(os.path.join(ROOT, c)) < os.path.getmtime(in_tree) for c in ext.sources
+        if os.path.exists(in_tree) and (
+            _older(in_tree, [os.path.join(ROOT, c) for c in ext.sources])
+            or _older(in_tree, [str(p) for name in COMPILED for p in inputs(name)])
         ):
             if os.path.abspath(target) != in_tree:
                 self.mkpath(os.path.dirname(target))
                 shutil.copy2(in_tree, target)
             return
         super().build_extension(ext)
+
+
+def _older(path: str, than: list[str]) -> bool:
+    """Whether every existing file of `than` is older than `path`."""
+    built = os.path.getmtime(path)
+    return all(os.path.getmtime(p) < built for p in than if os.path.exists(p))
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildDataPlane})

@@ -78,6 +78,12 @@ def _extension(name: str) -> Path | None:
     return Path(origin) if origin and origin.endswith(_EXTENSIONS) else None
 
 
+def inputs(name: str) -> tuple[Path, ...]:
+    """What compiled module `name` is built from, in this tree: its source, its `.pxd`,
+    and what its generated include is made from."""
+    return (source(name), source(name).with_suffix(".pxd"), *_INPUTS.get(name, ()))
+
+
 def stale_builds() -> list[str]:
     """The compiled modules older than their source, `.pxd` or what their generated
     include is made from (an editable install whose sources were edited after
@@ -87,8 +93,7 @@ def stale_builds() -> list[str]:
         built = _extension(name)
         if built is None:
             continue
-        sources = (source(name), source(name).with_suffix(".pxd"), *_INPUTS.get(name, ()))
-        if any(p.exists() and p.stat().st_mtime > built.stat().st_mtime for p in sources):
+        if any(p.exists() and p.stat().st_mtime > built.stat().st_mtime for p in inputs(name)):
             stale.append(name)
     return stale
 
