@@ -7,42 +7,99 @@ compiled (`proxy/canonical_head.pyx`, without which llhttp reads every head). Wi
 Cython (a build requirement, so pip brings it) they are compiled to C extensions, typed
 by their `.pxd` files: the per-request path then reads and writes its state as C struct
 fields and calls its own methods as C calls, and canonical heads skip llhttp: about 73 %
-fewer instructions per proxied request (bench/dataplane_cost.py). The
-extensions are optional: without Cython or a C compiler the same modules run
-interpreted (as they do, installed compiled, under HAPROXYD_PURE_PYTHON=1).
+fewer instructions per proxied request (bench/dataplane_cost.py).
+
+The extensions are all or nothing: if Cython is missing or fails, or the C compiler is
+missing or fails on any of them, the build says so in one line and installs the same
+modules interpreted (as they run, installed compiled, under HAPROXYD_PURE_PYTHON=1).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from haproxyd._build import COMPILED, source  # the one list of the compiled modules
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+from haproxyd._build import COMPILED, inputs, source, write_scanner_tables  # noqa: E402
+
+FALLBACK = "haproxyd: could not build the compiled data plane ({}); installing it interpreted"
+
+
+def fall_back(reason: str) -> None:
+    # One line: a compiler's failure names its whole command; its program is enough.
+    reason = re.sub(r"\['([^']*)'[^\]]*\]", r"\1 ...", " ".join(reason.split()))
+    print(FALLBACK.format(reason), file=sys.stderr)
 
 
 def extensions() -> list[Extension]:
     try:
         from Cython.Build import cythonize
     except ImportError:
+        fall_back("Cython is not installed")
         return []
-    root = os.path.dirname(os.path.abspath(__file__))
-    modules = [
-        Extension(name, [os.path.relpath(source(name), root)], optional=True)
-        for name in COMPILED
-    ]
-    return cythonize(
-        modules,
-        quiet=True,
-        compiler_directives={
-            "language_level": 3,
-            # Types come from the .pxd files only: the modules' annotations are for
-            # readers and mypy, and Cython would otherwise enforce some at run time.
-            "annotation_typing": False,
-        },
-    )
+    write_scanner_tables()
+    modules = [Extension(name, [os.path.relpath(source(name), ROOT)]) for name in COMPILED]
+    try:
+        return cythonize(
+            modules,
+            quiet=True,
+            compiler_directives={
+                "language_level": 3,
+                # Types come from the .pxd files only: the modules' annotations are for
+                # readers and mypy, and Cython would otherwise enforce some at run time.
+                "annotation_typing": False,
+            },
+        )
+    except Exception as exc:  # Cython's CompileError, or any other failure of its own
+        fall_back(f"Cython: {type(exc).__name__}: {exc}")
+        return []
 
 
-setup(ext_modules=extensions())
+class BuildDataPlane(build_ext):
+    """All the extensions or none, and none built twice."""
+
+    def build_extensions(self) -> None:
+        try:
+            super().build_extensions()
+        except Exception as exc:  # no compiler, a failing one, a missing header, ...
+            # Half a compiled data plane cannot run (the compiled client cimports the
+            # compiled balancer state): remove what was built, install none of it.
+            for ext in self.extensions:
+                path = self.get_ext_fullpath(ext.name)
+                if os.path.exists(path):
+                    os.remove(path)
+            self.extensions = []
+            fall_back(f"C compiler: {type(exc).__name__}: {exc}")
+
+    def build_extension(self, ext: Extension) -> None:
+        # An editable install compiles in a temporary directory, then copies the result
+        # into the tree: a build there that is newer than its C, or than every source
+        # of the data plane (Cython regenerates the C when its own includes are newer,
+        # as they are in each new build environment), is that result, so the next
+        # `pip install -e .` (the README's second command) reuses it, not compiling.
+        in_tree = os.path.join(ROOT, self.get_ext_filename(ext.name))
+        target = self.get_ext_fullpath(ext.name)
+        if os.path.exists(in_tree) and (
+            _older(in_tree, [os.path.join(ROOT, c) for c in ext.sources])
+            or _older(in_tree, [str(p) for name in COMPILED for p in inputs(name)])
+        ):
+            if os.path.abspath(target) != in_tree:
+                self.mkpath(os.path.dirname(target))
+                shutil.copy2(in_tree, target)
+            return
+        super().build_extension(ext)
+
+
+def _older(path: str, than: list[str]) -> bool:
+    """Whether every existing file of `than` is older than `path`."""
+    built = os.path.getmtime(path)
+    return all(os.path.getmtime(p) < built for p in than if os.path.exists(p))
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildDataPlane})

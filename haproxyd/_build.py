@@ -25,6 +25,20 @@ COMPILED = (
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
+# The scanner's header tables, generated from proxy/headers.py at build time (setup.py)
+# into this file, which canonical_head.pyx includes: the names it acts on are then
+# those the interpreted path acts on, stated once.
+SCANNER_TABLES = _PACKAGE_ROOT / "haproxyd" / "proxy" / "canonical_head_kinds.pxi"
+# Header names llhttp itself acts on although headers.py only drops them: llhttp reads
+# `Proxy-Connection: close|keep-alive` as Connection's, so such a head is llhttp's.
+_LLHTTP_READS = (b"proxy-connection",)
+_LLHTTP_OWN = -1
+# The headers.py kinds the scanner names (as KIND_<name>); every kind but KEEP and DROP
+# is a header the proxy acts on, which a scanner handles itself or leaves to llhttp.
+_KINDS = ("KEEP", "DROP", "HOST", "CONNECTION", "CONTENT_LENGTH")
+# Generated files that compiled modules depend on, beside their source and `.pxd`.
+_INPUTS = {"haproxyd.proxy.canonical_head": (_PACKAGE_ROOT / "haproxyd/proxy/headers.py",)}
+
 
 def source(name: str) -> Path:
     """The source file of compiled module `name`: its `.py`, else its `.pyx`."""
@@ -64,18 +78,72 @@ def _extension(name: str) -> Path | None:
     return Path(origin) if origin and origin.endswith(_EXTENSIONS) else None
 
 
+def inputs(name: str) -> tuple[Path, ...]:
+    """What compiled module `name` is built from, in this tree: its source, its `.pxd`,
+    and what its generated include is made from."""
+    return (source(name), source(name).with_suffix(".pxd"), *_INPUTS.get(name, ()))
+
+
 def stale_builds() -> list[str]:
-    """The compiled modules older than their source or `.pxd` (an editable install whose
-    sources were edited after `pip install -e .`: the old build is what would run)."""
+    """The compiled modules older than their source, `.pxd` or what their generated
+    include is made from (an editable install whose sources were edited after
+    `pip install -e .`: the old build is what would run)."""
     stale = []
     for name in COMPILED:
         built = _extension(name)
         if built is None:
             continue
-        sources = (source(name), source(name).with_suffix(".pxd"))
-        if any(p.exists() and p.stat().st_mtime > built.stat().st_mtime for p in sources):
+        if any(p.exists() and p.stat().st_mtime > built.stat().st_mtime for p in inputs(name)):
             stale.append(name)
     return stale
+
+
+def _kind_function(name: str, kinds: dict[bytes, int]) -> list[str]:
+    """`name(p, n)`: the kind of the header name at `p` (`n` bytes, any case), compared
+    only against the names that start with its first letter."""
+    from haproxyd.proxy.headers import KEEP
+
+    lines = [
+        f"cdef inline int {name}(const unsigned char* p, Py_ssize_t n):",
+        "    cdef unsigned char c = p[0] | 0x20",
+    ]
+    for index, letter in enumerate(sorted({header[0] for header in kinds})):
+        lines.append(f"    {'elif' if index else 'if'} c == {letter}:  # {chr(letter)}")
+        for header in sorted(kinds):
+            if header[0] == letter:
+                lines.append(f"        if _named(p, n, {header!r}, {len(header)}):")
+                lines.append(f"            return {kinds[header]}")
+    lines.append(f"    return {KEEP}")
+    return lines
+
+
+def scanner_tables() -> str:
+    """canonical_head.pyx's header tables, as Cython source, from proxy/headers.py."""
+    from haproxyd.proxy import headers
+
+    out = [
+        "# Generated from haproxyd/proxy/headers.py by haproxyd/_build.py (setup.py runs",
+        "# it before Cython): do not edit, and do not commit.",
+        "cdef enum:",
+        *(f"    KIND_{kind} = {getattr(headers, kind)}" for kind in _KINDS),
+        # Not a headers.py kind (those are >= 0): one no scanner handles, so llhttp's.
+        f"    KIND_LLHTTP_OWN = {_LLHTTP_OWN}",
+    ]
+    for function, kinds in (
+        ("_request_kind", headers._REQUEST_KINDS_LOWER),
+        ("_response_kind", headers._RESPONSE_KINDS_LOWER),
+    ):
+        out += ["", ""]
+        out += _kind_function(function, {**kinds, **dict.fromkeys(_LLHTTP_READS, _LLHTTP_OWN)})
+    return "\n".join(out) + "\n"
+
+
+def write_scanner_tables() -> None:
+    """(Re)writes SCANNER_TABLES when its content changed (an unchanged file keeps its
+    time, so Cython does not regenerate the scanner's C for nothing)."""
+    text = scanner_tables()
+    if not SCANNER_TABLES.exists() or SCANNER_TABLES.read_text() != text:
+        SCANNER_TABLES.write_text(text)
 
 
 def dataplane_form() -> str:

@@ -16,7 +16,7 @@ log = logging.getLogger("haproxyd")
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"haproxyd: {issue}", file=sys.stderr)
         print("haproxyd: invalid configuration, not starting", file=sys.stderr)
         return 2
-    pid_file = Path(args.pid_file) if getattr(args, "pid_file", None) else None
+    pid_file = Path(args.pid_file) if args.pid_file else None
     tune_gc()
     daemon = Daemon(config, config_path=path, pid_file=pid_file)
     with asyncio.Runner(loop_factory=_event_loop) as runner:
@@ -108,36 +108,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return runner.run(run_demo(port=args.port, duration=args.duration))
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The commands `haproxyd --help` lists (`_worker` is started by the master, not by hand).
+COMMANDS = ("run", "check", "reload", "version", "demo")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """-c, -p and --log-level, accepted before the subcommand (`defaults`: the values
+    when they are not given) and after it (SUPPRESS: given there, they win; not given,
+    they leave what came before the subcommand alone)."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-c", "--config", default=default(None), help="configuration file (YAML)")
+    parser.add_argument(
+        "-p",
+        "--pid-file",
+        default=default(None),
+        help="pid file: written by the daemon (removed at exit), read by reload",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=default(None),
+        help="stderr log level (run: info, demo: warning)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="haproxyd", description="L7 HTTP/1.1 reverse proxy and load balancer"
     )
-    parser.add_argument("-c", "--config", help="configuration file (YAML)")
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
-    parser.add_argument("-p", "--pid-file", help="write the daemon's pid here (removed at exit)")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the daemon in the foreground (the default)")
-    run.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
-    run.add_argument("--log-level", default="info")
-    run.add_argument("-p", "--pid-file", help="write the daemon's pid here (removed at exit)")
-    reload = sub.add_parser("reload", help="reload a running daemon and report the outcome")
-    reload.add_argument("-c", "--config", required=True, help="the daemon's configuration file")
-    reload.add_argument("-p", "--pid-file", help="the daemon's pid file (else asked on admin)")
+    _global_options(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+
+    def command(name: str, **kwargs: str) -> argparse.ArgumentParser:
+        # A parser added without `help` is left out of the command list.
+        sub_parser = sub.add_parser(name, **kwargs)
+        _global_options(sub_parser, defaults=False)
+        return sub_parser
+
+    command("run", help="run the daemon in the foreground (the default)")
+    reload = command("reload", help="reload a running daemon and report the outcome")
     reload.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     reload.add_argument(
         "--admin-cert", help="client certificate (PEM) for an admin API with admin.tls.client_ca"
     )
     reload.add_argument("--admin-key", help="its private key (default: in --admin-cert)")
-    worker = sub.add_parser("_worker")  # started by the master, not by hand
+    worker = command("_worker")
     worker.add_argument("--fd", type=int, required=True)
     worker.add_argument("--slot", type=int, required=True)
-    check = sub.add_parser("check", help="validate a configuration file and exit")
-    check.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
-    sub.add_parser("version", help="print the version")
-    demo = sub.add_parser("demo", help="start three local backends and balance across them")
+    command("check", help="validate a configuration file and exit")
+    command("version", help="print the version")
+    demo = command("demo", help="start three local backends and balance across them")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (0 = any free port)")
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0 = never)")
-    demo.add_argument("--log-level", default="warning")
     return parser
 
 
@@ -145,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "run"
-    if command == "run" and not args.config:
-        parser.error("the following arguments are required: -c/--config")
+    if command in ("run", "check", "reload") and not args.config:
+        parser.error(f"{command}: the following arguments are required: -c/--config")
+    if args.log_level is None:
+        args.log_level = "warning" if command == "demo" else "info"
     handlers = {
         "run": cmd_run,
         "check": cmd_check,

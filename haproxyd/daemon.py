@@ -191,7 +191,9 @@ class Daemon:
             try:
                 await self.start()
             except OSError as exc:
-                raise StartupError(f"cannot listen: {exc}") from exc
+                # Without "[Errno N]" when the message names the address (listener.py).
+                reason = exc.strerror if exc.strerror and exc.filename is None else exc
+                raise StartupError(f"cannot listen: {reason}") from exc
             except RuntimeError as exc:
                 raise StartupError(str(exc)) from exc
             if self.pid_file is not None:

@@ -62,10 +62,15 @@ async def run_demo(*, port: int = 8080, duration: float = 0) -> int:
     if port and not _port_free(port):
         print(f"port {port} is busy; using a free port instead")
         port = 0
-    base = default_config().model_dump(mode="json")
+    defaults = default_config()
+    base = defaults.model_dump(mode="json")
     base["listeners"] = [{"address": f"127.0.0.1:{port}"}]
+    admin_port = defaults.admin.address.port
+    if not _port_free(admin_port):  # as for the proxy port: the demo must start
+        print(f"admin port {admin_port} is busy; using a free port instead")
+        base["admin"]["address"] = "127.0.0.1:0"
     base["pools"]["web"]["backends"] = backends
-    config = type(default_config()).model_validate(base)
+    config = type(defaults).model_validate(base)
     daemon = Daemon(config)
     await daemon.start()
     address = daemon.listen_addresses()[0]
@@ -80,6 +85,7 @@ async def run_demo(*, port: int = 8080, duration: float = 0) -> int:
                 seen.append(response.headers.get("X-Backend", "?"))
     print("six requests went to:", ", ".join(seen))
     print(f"try:  curl -i {url}   (Ctrl-C to stop)")
+    print(f"status page: {daemon.admin_url()}/")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

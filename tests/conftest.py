@@ -13,6 +13,7 @@ Fixture API (all function-scoped unless said):
   `python -m haproxyd -c FILE` and waits until the listener accepts. In the
   `test_dataplane_*` modules every such test runs twice when the data plane is
   installed compiled: once compiled, once interpreted (`form`, HAPROXYD_PURE_PYTHON).
+  So do the in-process tests of tests/balancer and tests/proxy (helpers/forms.py).
   `backends` takes Backend/RawBackend objects or `{id, address}` dicts.
 - `tls_files` (session) -> `TLSFiles(ca, cert, key, client_context)` made by trustme.
 - `redis_procs` -> `RedisProcesses` (helpers/redis_server.py): redis-servers for this
@@ -27,6 +28,7 @@ test fails, each daemon's stderr is attached to the report.
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from helpers import forms
 from helpers.backends import Backend, BackendLoop, RawBackend, RawHandler
 from helpers.daemon import (
     DAEMONS_ATTR,
@@ -107,30 +110,62 @@ def backend_entries(backends: list[Any]) -> list[dict[str, Any]]:
     return [b if isinstance(b, dict) else b.config() for b in backends]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if forms.IS_CHILD:
+        config.pluginmanager.register(forms.ChildReporter(), "haproxyd-interpreted-child")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if INSTALLED_FORM == "compiled":
+        return "haproxyd data plane: compiled; the data-plane tests run in both forms"
+    return (
+        "haproxyd data plane: INTERPRETED (not compiled here): the data-plane tests run "
+        "in this form only, and the scanner's tests (compiled only) skip"
+    )
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     stale = stale_builds()
     if stale:
         raise pytest.UsageError(
             f"{', '.join(stale)}: the compiled module is older than its source; "
-            "rebuild it with `python3 -m pip install -e .` (or set HAPROXYD_PURE_PYTHON=1)"
+            "rebuild it with `.venv/bin/pip install -e .` (or set HAPROXYD_PURE_PYTHON=1)"
         )
+    if os.environ.get("HAPROXYD_REQUIRE_COMPILED") == "1" and INSTALLED_FORM != "compiled":
+        # CI's main run: a build that fell back must not pass as a run of both forms.
+        raise pytest.UsageError("HAPROXYD_REQUIRE_COMPILED=1 but the data plane is interpreted")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # The data plane's behaviour tests run against both of its forms when the installed
-    # one is compiled: the interpreted one is what runs where no compiler was found.
+    # The data plane's tests run against both of its forms when the installed one is
+    # compiled: the interpreted one is what runs where no compiler was found. The
+    # daemon tests start each form as a process; the in-process ones: helpers/forms.py.
     module = metafunc.module.__name__.rpartition(".")[2]
     if (
         INSTALLED_FORM == "compiled"
         and module.startswith("test_dataplane_")
         and "daemon" in metafunc.fixturenames
     ):
-        metafunc.parametrize("form", ["compiled", "interpreted"], indirect=True)
+        metafunc.parametrize("form", list(forms.BOTH), indirect=True)
+        return
+    in_process = forms.in_process_forms(metafunc, INSTALLED_FORM)
+    if in_process is not None:
+        metafunc.parametrize("form", in_process, indirect=True)
 
 
-@pytest.fixture
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not forms.IS_CHILD:
+        forms.delegate(config, items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    return True if forms.run_delegated(pyfuncitem) else None
+
+
+@pytest.fixture(autouse=True)
 def form(request: pytest.FixtureRequest) -> str:
-    """The data plane's form the `daemon` fixture's processes run."""
+    """The data plane's form this test runs (its processes, or, in-process, this one)."""
     return getattr(request, "param", INSTALLED_FORM)
 
 
@@ -166,6 +201,10 @@ def daemon(
             extra=extra,
         )
         d = Daemon(config, workdir, name=f"haproxyd{len(started) + 1}", env=env)
+        d.free_picks = (
+            config["listeners"][0]["address"] == f"127.0.0.1:{port}"
+            and config["admin"]["address"] == f"127.0.0.1:{admin_port}"
+        )
         started.append(d)
         attach_daemon(request.node, d)
         if start:

@@ -119,7 +119,9 @@ def usable(backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
 
 REGISTRY: dict[str, type[Balancer]] = {}
 
-B = TypeVar("B", bound=type[Balancer])
+# A string: compiled by Cython 3.1+, `type[Balancer]` would be evaluated as a C-level
+# subscript of `type` and fail at import.
+B = TypeVar("B", bound="type[Balancer]")
 
 
 def register(cls: B) -> B:

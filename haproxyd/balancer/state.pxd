@@ -13,7 +13,9 @@ cdef class Backend:
     cdef public object host
     cdef public long port
     cdef public object address
-    cdef public long long weight
+    # A Python int, not a C one: read only on rebuilds, and a C field would truncate
+    # a stray 1.5 to 1 where the interpreted form keeps 1.5.
+    cdef public object weight
     cdef public long long effective_weight
     cdef public object role
     cdef public object region

@@ -17,6 +17,7 @@ and the pool's per-request methods are C calls from the compiled client.
 from __future__ import annotations
 
 import enum
+import operator
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -83,8 +84,10 @@ class Backend:
         self.host = host
         self.port = port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.weight = weight
-        self.effective_weight = weight
+        # index(): a fractional weight is refused (TypeError) in both forms, where a C
+        # field (effective_weight) would truncate it compiled and keep it interpreted.
+        self.weight = operator.index(weight)
+        self.effective_weight = self.weight
         self.role = role
         self.region = region
         self.group = group
@@ -230,6 +233,7 @@ class Pool:
 
     def set_weight(self, backend_id: str, weight: int, *, effective_only: bool = False) -> None:
         backend = self.backends[backend_id]
+        weight = operator.index(weight)  # as in Backend.__init__
         if not effective_only:
             backend.weight = weight
         backend.effective_weight = weight

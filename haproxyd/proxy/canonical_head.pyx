@@ -79,35 +79,9 @@ cdef inline bint _named(const unsigned char* p, Py_ssize_t n, const char* lower,
     return True
 
 
-cdef enum:
-    KEEP = 0
-    DROP = 1
-    NOT_OURS = 2  # a header llhttp acts on that the scanner does not: llhttp's case
-
-
-cdef inline int _shared_kind(const unsigned char* name, Py_ssize_t n):
-    """What both scanners do with a header that is not one of their own (those start
-    with other letters): DROP the hop-by-hop ones (Connection is each scanner's own);
-    NOT_OURS for Transfer-Encoding and Upgrade, and for Proxy-Connection (llhttp takes
-    its `close` and `keep-alive` as Connection's), so that only llhttp reads a head
-    with one; else KEEP. Asked of most forwarded headers, so the first letter picks
-    the names to compare."""
-    cdef unsigned char c = name[0] | 0x20
-    if c == 107:  # k
-        return DROP if _named(name, n, b"keep-alive", 10) else KEEP
-    if c == 116:  # t
-        if _named(name, n, b"transfer-encoding", 17):
-            return NOT_OURS
-        return DROP if _named(name, n, b"te", 2) or _named(name, n, b"trailer", 7) else KEEP
-    if c == 117:  # u
-        return NOT_OURS if _named(name, n, b"upgrade", 7) else KEEP
-    if c == 112:  # p
-        if _named(name, n, b"proxy-connection", 16):
-            return NOT_OURS
-        if (_named(name, n, b"proxy-authenticate", 18)
-                or _named(name, n, b"proxy-authorization", 19)):
-            return DROP
-    return KEEP
+# `_request_kind` and `_response_kind`: what headers.py does with a header name (its
+# KIND_* values), and KIND_LLHTTP_OWN for a name llhttp acts on; generated at build time.
+include "canonical_head_kinds.pxi"
 
 
 cdef inline bint _plain_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t end):
@@ -220,15 +194,14 @@ cpdef tuple scan_response_head(bytes data):
     start, never more)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t i, name_start, name_len, value_start = 0, reason_end, r
+    cdef Py_ssize_t i, name_start, value_start = 0, reason_end, r
     cdef Py_ssize_t head_end
     cdef Py_ssize_t length_start = 0, length_end = 0
     cdef long long length = -1
     cdef int status
     cdef bint keep_alive = True
     cdef Kept kept
-    cdef int drop  # KEEP, DROP or NOT_OURS
-    cdef unsigned char c
+    cdef int kind  # a KIND_* value
     kept.lines = kept.ranges = kept.total = 0
 
     if n < 19 or memcmp(p, b"HTTP/1.1 ", 9) != 0:
@@ -253,33 +226,26 @@ cpdef tuple scan_response_head(bytes data):
             break
         if i == NOT_CANONICAL:
             return None
-        name_len = value_start - 2 - name_start
-        drop = KEEP
-        c = p[name_start] | 0x20
-        if c == 99:  # c
-            if _named(p + name_start, name_len, b"content-length", 14):
-                if length >= 0 or i == value_start or i - value_start > 15:
+        kind = _response_kind(p + name_start, value_start - 2 - name_start)
+        if kind == KIND_CONTENT_LENGTH:
+            if length >= 0 or i == value_start or i - value_start > 15:
+                return None
+            length = 0
+            for r in range(value_start, i):
+                if not 48 <= p[r] <= 57:
                     return None
-                length = 0
-                for r in range(value_start, i):
-                    if not 48 <= p[r] <= 57:
-                        return None
-                    length = length * 10 + (p[r] - 48)
-                length_start = value_start
-                length_end = i
-                drop = DROP
-            elif _named(p + name_start, name_len, b"connection", 10):
-                if _named(p + value_start, i - value_start, b"close", 5):
-                    keep_alive = False
-                elif not _named(p + value_start, i - value_start, b"keep-alive", 10):
-                    return None  # Connection names headers, or upgrade: llhttp's case
-                drop = DROP
-        else:
-            drop = _shared_kind(p + name_start, name_len)
-        if drop == NOT_OURS:
-            return None
+                length = length * 10 + (p[r] - 48)
+            length_start = value_start
+            length_end = i
+        elif kind == KIND_CONNECTION:
+            if _named(p + value_start, i - value_start, b"close", 5):
+                keep_alive = False
+            elif not _named(p + value_start, i - value_start, b"keep-alive", 10):
+                return None  # Connection names headers, or upgrade: llhttp's case
+        elif kind != KIND_KEEP and kind != KIND_DROP:
+            return None  # Transfer-Encoding, Upgrade, ...: llhttp's case
         i += 2
-        if drop == KEEP:
+        if kind == KIND_KEEP:
             _keep(&kept, name_start, i)
     if length < 0 or n - head_end > length:
         return None
@@ -336,12 +302,11 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
     Host value."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t i, name_start, name_len, value_start = 0, target_start, target_end
+    cdef Py_ssize_t i, name_start, value_start = 0, target_start, target_end
     cdef Py_ssize_t head_end
     cdef Py_ssize_t host_start = -1, host_end = 0
     cdef Kept kept
-    cdef int drop  # KEEP, DROP or NOT_OURS
-    cdef unsigned char c
+    cdef int kind  # a KIND_* value
     kept.lines = kept.ranges = kept.total = 0
 
     if start < 0 or start >= n:
@@ -369,38 +334,16 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
             break
         if i == NOT_CANONICAL:
             return None  # (or the head goes on past this read, or past the limit)
-        name_len = value_start - 2 - name_start
-        drop = KEEP
-        c = p[name_start] | 0x20
-        if c == 104:  # h
-            if _named(p + name_start, name_len, b"host", 4):
-                if host_start >= 0 or not _plain_host(p, value_start, i):
-                    return None  # a second Host, an empty or unusual one
-                host_start = value_start
-                host_end = i
-        elif c == 99:  # c
-            if (_named(p + name_start, name_len, b"content-length", 14)
-                    or _named(p + name_start, name_len, b"connection", 10)):
-                return None
-        elif c == 101:  # e
-            if _named(p + name_start, name_len, b"expect", 6):
-                return None
-        elif c == 118:  # v
-            if _named(p + name_start, name_len, b"via", 3):
-                return None
-        elif c == 120:  # x
-            if (_named(p + name_start, name_len, b"x-forwarded-for", 15)
-                    or _named(p + name_start, name_len, b"x-request-id", 12)):
-                return None
-            if (_named(p + name_start, name_len, b"x-forwarded-proto", 17)
-                    or _named(p + name_start, name_len, b"x-forwarded-host", 16)):
-                drop = DROP
-        else:
-            drop = _shared_kind(p + name_start, name_len)
-        if drop == NOT_OURS:
-            return None
+        kind = _request_kind(p + name_start, value_start - 2 - name_start)
+        if kind == KIND_HOST:
+            if host_start >= 0 or not _plain_host(p, value_start, i):
+                return None  # a second Host, an empty or unusual one
+            host_start = value_start
+            host_end = i
+        elif kind != KIND_KEEP and kind != KIND_DROP:
+            return None  # framing, Connection, Expect, forwarding headers: llhttp's case
         i += 2
-        if drop == KEEP:
+        if kind == KIND_KEEP or kind == KIND_HOST:  # Host goes on as received
             _keep(&kept, name_start, i)
     if host_start < 0:
         return None

@@ -86,8 +86,12 @@ class ListenerSockets:
                 have = self.slots.get(address, [])
                 if not have and address[1] != 0:
                     # A plain bind first: SO_REUSEPORT would otherwise let a second
-                    # haproxyd share a port that is "busy" (SPEC: exit on a busy port).
-                    _bind(*address, reuse_port=False).close()
+                    # haproxyd share a port that is "busy" (exit on a busy port).
+                    try:
+                        _bind(*address, reuse_port=False).close()
+                    except OSError as exc:  # say which listener: there may be several
+                        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+                        raise OSError(exc.errno, f"{host}:{address[1]}: {exc.strerror}") from exc
                 fresh = []
                 for _ in range(max(0, slots - len(have))):
                     # Port 0 takes the port the first slot got, so every slot agrees.

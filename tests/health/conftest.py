@@ -1,8 +1,8 @@
 """Fixtures for the health tests: real servers of each kind, schedulers, a fake clock.
 
 Servers: aiohttp backends and raw asyncio TCP servers on pre-bound port-0 sockets,
-redis-server processes (a primary and a replica) started here and stopped by PID, and
-the machine's PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306).
+redis-server processes (a primary and a replica) started here and stopped by PID,
+and private PostgreSQL and MariaDB servers (helpers/databases.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""`database` check: against the machine's PostgreSQL (5432) and MariaDB (3306), plus
-scripted servers for the authentication methods those two are not configured with
-(PostgreSQL here uses trust; MariaDB here uses mysql_native_password)."""
+"""`database` check: against a real PostgreSQL and MariaDB, private to this module
+(helpers/databases.py: started in a fresh data directory, so nothing depends on a
+server someone left running and no shared server's users change), plus scripted
+servers for the authentication methods those two are not configured with (PostgreSQL
+here uses trust; MariaDB here uses mysql_native_password)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,30 @@ import subprocess
 import uuid
 
 import pytest
-from health_helpers import MYSQL_ADDR, PG_ADDR, backend, closed_port, hc, port_open
+from health_helpers import backend, closed_port, hc
+from helpers import databases
 
 from haproxyd.health.base import create_check
 from haproxyd.health.database import ScramSha256
 
-needs_pg = pytest.mark.skipif(not port_open(PG_ADDR), reason="no PostgreSQL on 5432")
-needs_mysql = pytest.mark.skipif(not port_open(MYSQL_ADDR), reason="no MariaDB on 3306")
+
+def _private(start, package: str):
+    try:
+        server = start()
+    except databases.Unavailable as exc:
+        pytest.skip(f"no {exc} to start a private server (apt install {package})")
+    yield server.port
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_port():
+    yield from _private(databases.start_postgres, "postgresql")
+
+
+@pytest.fixture(scope="module")
+def mysql_port():
+    yield from _private(databases.start_mariadb, "mariadb-server mariadb-client")
 
 
 async def probe(port, **fields):
@@ -31,33 +50,29 @@ async def probe(port, **fields):
 # -- PostgreSQL, real server ---------------------------------------------------------
 
 
-@needs_pg
-async def test_pg_without_user_proves_postgres():
-    result = await probe(5432, flavor="postgresql")
+async def test_pg_without_user_proves_postgres(pg_port):
+    result = await probe(pg_port, flavor="postgresql")
     assert result.ok, result.reason
     assert result.reason.startswith("PostgreSQL answered the SSL request")
 
 
-@needs_pg
-async def test_pg_login_and_select_1():
-    result = await probe(5432, flavor="postgresql", user="postgres", database="test")
+async def test_pg_login_and_select_1(pg_port):
+    result = await probe(pg_port, flavor="postgresql", user="postgres", database="test")
     assert result.ok, result.reason
     assert result.reason == "PostgreSQL: logged in as postgres, SELECT 1 ok"
 
 
-@needs_pg
-async def test_pg_unknown_database_fails():
-    result = await probe(5432, flavor="postgresql", user="postgres", database="no_such_db")
+async def test_pg_unknown_database_fails(pg_port):
+    result = await probe(pg_port, flavor="postgresql", user="postgres", database="no_such_db")
     assert not result.ok
     assert result.reason.startswith("PostgreSQL: FATAL 3D000")
 
 
-@needs_mysql
-async def test_pg_check_against_mariadb_fails():
-    result = await probe(3306, flavor="postgresql")
+async def test_pg_check_against_mariadb_fails(mysql_port):
+    result = await probe(mysql_port, flavor="postgresql")
     assert not result.ok
     assert result.reason.startswith("not a PostgreSQL server")
-    result = await probe(3306, flavor="postgresql", user="postgres")
+    result = await probe(mysql_port, flavor="postgresql", user="postgres")
     assert not result.ok
     assert result.reason.startswith("not a PostgreSQL server")
 
@@ -70,47 +85,46 @@ async def test_pg_closed_port_fails():
 # -- MySQL / MariaDB, real server -------------------------------------------------------
 
 
-@needs_mysql
-async def test_mysql_without_user_reads_the_greeting():
-    result = await probe(3306, flavor="mysql")
+async def test_mysql_without_user_reads_the_greeting(mysql_port):
+    result = await probe(mysql_port, flavor="mysql")
     assert result.ok, result.reason
     assert "MariaDB" in result.reason
 
 
-@needs_mysql
-async def test_mysql_login_and_select_1():
-    result = await probe(3306, flavor="mysql", user="root", database="test")
+async def test_mysql_login_and_select_1(mysql_port):
+    result = await probe(mysql_port, flavor="mysql", user="root", database="test")
     assert result.ok, result.reason
     assert result.reason.endswith("logged in as root, SELECT 1 ok")
 
 
-@needs_mysql
-async def test_mysql_wrong_password_fails():
-    result = await probe(3306, flavor="mysql", user="root", password="wrong")
+async def test_mysql_wrong_password_fails(mysql_port):
+    result = await probe(mysql_port, flavor="mysql", user="root", password="wrong")
     assert not result.ok
     assert result.reason.startswith("MySQL login failed: 1045 (28000): Access denied")
 
 
-@needs_mysql
-async def test_mysql_unknown_database_fails():
-    result = await probe(3306, flavor="mysql", user="root", database="no_such_db")
+async def test_mysql_unknown_database_fails(mysql_port):
+    result = await probe(mysql_port, flavor="mysql", user="root", database="no_such_db")
     assert not result.ok
     assert "1049" in result.reason
 
 
-@needs_mysql
 @pytest.mark.skipif(shutil.which("mysql") is None, reason="no mysql client to create a user")
-async def test_mysql_native_password_login():
+async def test_mysql_native_password_login(mysql_port):
     user, password = f"hpd_{uuid.uuid4().hex[:8]}", "s3cret-Pw"
 
     def sql(statement: str) -> None:
-        subprocess.run(["mysql", "-h127.0.0.1", "-uroot", "-e", statement], check=True, timeout=10)
+        subprocess.run(
+            ["mysql", "-h127.0.0.1", f"-P{mysql_port}", "-uroot", "-e", statement],
+            check=True,
+            timeout=30,
+        )
 
     sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
     try:
-        result = await probe(3306, flavor="mysql", user=user, password=password)
+        result = await probe(mysql_port, flavor="mysql", user=user, password=password)
         assert result.ok, result.reason
-        result = await probe(3306, flavor="mysql", user=user, password="not-it")
+        result = await probe(mysql_port, flavor="mysql", user=user, password="not-it")
         assert not result.ok and "Access denied" in result.reason
     finally:
         sql(f"DROP USER '{user}'@'%'")

@@ -65,7 +65,7 @@ def wait_status(
     daemon: Daemon,
     predicate: Callable[[dict[str, Any]], Any] = lambda status: True,
     *,
-    timeout: float = 15.0,
+    timeout: float = 30.0,
     what: str = "",
 ) -> dict[str, Any]:
     """Poll `GET /api/v1/ha/status` until it answers and `predicate(status)` holds."""
@@ -75,7 +75,9 @@ def wait_status(
         if daemon.proc is not None and daemon.proc.poll() is not None:
             raise AssertionError(f"haproxyd exited while waiting for {what}\n{daemon.diag()}")
         try:
-            last = admin_json(daemon, "/api/v1/ha/status", timeout=2.0)
+            # Longer than the daemon's own wait for a worker's counters (supervisor's
+            # COUNTERS_TIMEOUT, 2 s): a stopped worker makes the status that slow.
+            last = admin_json(daemon, "/api/v1/ha/status", timeout=5.0)
             if predicate(last):
                 return last
         except (OSError, urllib.error.URLError, ValueError) as exc:
@@ -88,7 +90,7 @@ def wait_status(
         time.sleep(0.05)
 
 
-def wait_workers(daemon: Daemon, count: int, timeout: float = 20.0) -> dict[str, Any]:
+def wait_workers(daemon: Daemon, count: int, timeout: float = 60.0) -> dict[str, Any]:
     """The status once the daemon is fully started with `count` worker processes."""
     mode = "master" if count > 1 else "single"
 

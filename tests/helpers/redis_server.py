@@ -59,7 +59,7 @@ class RedisProcesses:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         self.by_port[port] = proc
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a ceiling for a loaded machine
         while True:  # poll until it answers (a password-protected one says NOAUTH)
             with (
                 contextlib.suppress(OSError),

@@ -6,10 +6,20 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
+import sys
 import tomllib
+import urllib.request
 
 import pytest
-from helpers.daemon import INSTALLED_FORM, REPO_ROOT, free_ports, make_config, run_cli
+from helpers.daemon import (
+    INSTALLED_FORM,
+    REPO_ROOT,
+    free_ports,
+    make_config,
+    run_cli,
+    subprocess_env,
+)
 from helpers.http1 import build_request, connect_refused, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,8 +131,37 @@ def test_busy_port_exits_non_zero_with_a_clear_message(daemon):
         rc = d.wait_exit(15)
     err = d.stderr_text()
     assert rc != 0, err
-    assert str(port) in err or "in use" in err.lower(), err
+    assert f"cannot listen: 127.0.0.1:{port}: Address already in use" in err, err
     assert "Traceback" not in err, err
+
+
+def test_global_options_after_the_subcommand_are_honoured(backend, daemon, tmp_path):
+    plain = daemon([backend()])  # the default level, which the option changes
+    wait_until(lambda: " INFO haproxyd: listening on" in plain.stderr_text(), what="INFO")
+    pid_file = tmp_path / "haproxyd.pid"
+    d = daemon([backend()], start=False)
+    d.cli_args = ["run", "-c", str(d.config_path), "-p", str(pid_file), "--log-level", "warning"]
+    d.start()
+    wait_until(pid_file.exists, what="the pid file")  # written once started: logged by then
+    assert pid_file.read_text().strip() == str(d.pid)
+    assert " INFO " not in d.stderr_text(), d.stderr_text()
+
+
+@pytest.mark.parametrize(
+    "args", [["--log-level", "loud", "version"], ["version", "--log-level", "loud"]]
+)
+def test_an_unknown_log_level_is_an_error(args):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "invalid choice: 'loud'" in result.stderr, result.stderr
+    assert "haproxyd 0" not in result.stdout  # the command did not run
+
+
+def test_help_lists_the_commands_but_not_the_worker():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert "{run,check,reload,version,demo}" in result.stdout, result.stdout
+    assert "_worker" not in result.stdout, result.stdout
 
 
 def test_sigterm_drains_in_flight_request_then_exits_0(backend, daemon):
@@ -157,3 +196,40 @@ def test_idle_daemon_exits_0_on_signal(backend, daemon, sig):
         assert c.request("GET", "/echo").status == 200
     d.send_signal(sig)
     assert d.wait_exit(10) == 0, d.diag()
+
+
+def test_demo_with_the_admin_port_busy_takes_a_free_one_and_prints_the_status_page(tmp_path):
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 9901))
+        held.listen()
+    except OSError:
+        pass  # busy already, which is the case under test
+    out = tmp_path / "demo.stdout"
+    with open(out, "w") as stdout, open(tmp_path / "demo.stderr", "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haproxyd", "demo", "--port", "0", "--duration", "60"],
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=subprocess_env(),
+            cwd=tmp_path,
+        )
+    try:
+        wait_until(
+            lambda: "status page:" in out.read_text() or proc.poll() is not None,
+            timeout=60,
+            what="the demo's status page line",
+        )
+        text = out.read_text()
+        assert "admin port 9901 is busy; using a free port instead" in text, text
+        url = re.search(r"status page: (http://127\.0\.0\.1:(\d+)/)", text)
+        assert url and url.group(2) != "9901", text
+        with urllib.request.urlopen(url.group(1), timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(15)
+        held.close()
+    assert rc == 0, (tmp_path / "demo.stderr").read_text()
+    assert "Traceback" not in (tmp_path / "demo.stderr").read_text()

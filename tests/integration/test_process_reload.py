@@ -254,7 +254,7 @@ def test_a_failed_second_start_leaves_the_pid_file_alone(backend, daemon):
     assert pid_file.read_text().split() == [str(d.pid)]
 
 
-def _reload(d, workers: int, done: int, timeout: float = 15.0) -> dict[str, Any]:
+def _reload(d, workers: int, done: int, timeout: float = 30.0) -> dict[str, Any]:
     d.config["workers"] = workers
     d.write_config()
     os.kill(d.pid, signal.SIGHUP)

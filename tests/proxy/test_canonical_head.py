@@ -10,25 +10,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from haproxyd.proxy import headers
 from haproxyd.proxy.target import host_ok
 
+FORMS = ("compiled",)  # the scanner exists only compiled (test_forms.py: where it is not)
 canonical_head = pytest.importorskip(
-    "haproxyd.proxy.canonical_head", reason="the scanner exists only compiled"
+    "haproxyd.proxy.canonical_head",
+    reason="the scanner exists only compiled, and this data plane is interpreted",
 )
 scan_response_head = canonical_head.scan_response_head
 scan_request_head = canonical_head.scan_request_head
 
-_HOP_BY_HOP = {
-    b"keep-alive",
-    b"te",
-    b"trailer",
-    b"proxy-connection",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-}
-# What the proxy does not forward as received (it rebuilds or sets them itself).
-_RESPONSE_DROPPED = _HOP_BY_HOP | {b"content-length", b"connection"}
-_REQUEST_DROPPED = _HOP_BY_HOP | {b"x-forwarded-proto", b"x-forwarded-host"}
+# What the proxy forwards as received is what the interpreted path (llhttp, then
+# headers.py) forwards: the scanner must agree with it, header by header.
+_FORWARDED_REQUEST = (headers.KEEP, headers.HOST)
 
 
 class _Events:
@@ -83,7 +78,7 @@ def check_response(data: bytes) -> tuple | None:
     assert line == b"HTTP/1.1 %d %s\r\n" % (status, events.reason)
     assert parser.get_http_version() == "1.1"
     assert events.keep_alive and set(events.keep_alive) == {keep_alive}
-    forwarded = [(n, v) for n, v in events.headers if n.lower() not in _RESPONSE_DROPPED]
+    forwarded = [(n, v) for n, v in events.headers if headers.response_kind(n) == headers.KEEP]
     assert _lines(kept) == forwarded
     lengths = [v for n, v in events.headers if n.lower() == b"content-length"]
     assert lengths == [length_value] and int(length_value) == length
@@ -110,7 +105,7 @@ def check_request(data: bytes, limit: int = 65536) -> tuple | None:
     assert not parser.should_upgrade()
     hosts = [v for n, v in events.headers if n.lower() == b"host"]
     assert hosts == [host] and host_ok(host)
-    forwarded = [(n, v) for n, v in events.headers if n.lower() not in _REQUEST_DROPPED]
+    forwarded = [(n, v) for n, v in events.headers if headers.request_kind(n) in _FORWARDED_REQUEST]
     assert _lines(kept) == forwarded
     return head
 
