@@ -40,6 +40,12 @@ def admin_json(daemon: Daemon, path: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+def metrics_text(daemon: Daemon, timeout: float = 5.0) -> str:
+    """The admin port's `/metrics`, as Prometheus would scrape it."""
+    with urllib.request.urlopen(admin_base(daemon) + "/metrics", timeout=timeout) as response:
+        return response.read().decode()
+
+
 def post_json(d: Daemon, path: str, body: Any, *, query: str = "") -> tuple[int, dict[str, Any]]:
     return admin_call(d, "POST", path, body, query=query)
 

@@ -9,6 +9,7 @@ from helpers.asserts import assert_proxy_error
 from helpers.backends import RawReply
 from helpers.daemon import free_port
 from helpers.http1 import ConnectionClosed, ProtocolError, build_request, wait_until
+from helpers.process import metrics_text
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -172,13 +173,6 @@ def test_backend_connections_do_not_churn_above_64_in_flight(backend, daemon):
     assert len(first) == 120 and len(later) <= 5, f"{len(later)} connections opened after round 1"
     # The churn metric counts exactly the connections the backend saw.
     line = next(
-        x for x in _metrics_text(d).splitlines() if x.startswith("haproxyd_backend_connects_total")
+        x for x in metrics_text(d).splitlines() if x.startswith("haproxyd_backend_connects_total")
     )
     assert 'backend="b1"' in line and float(line.rsplit(" ", 1)[1]) == len(first | later), line
-
-
-def _metrics_text(d) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://{d.config['admin']['address']}/metrics") as response:
-        return response.read().decode()

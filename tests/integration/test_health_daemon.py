@@ -8,6 +8,8 @@ getting traffic is the health verdict, not a dead socket)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import urllib.error
@@ -231,9 +233,6 @@ def test_one_log_line_per_health_change_and_no_flip_flop_when_a_reload_re_adds(b
 
 
 def signal_reload(d, count: int) -> None:
-    import os
-    import signal
-
     d.write_config()
     os.kill(d.pid, signal.SIGHUP)
     wait_until(

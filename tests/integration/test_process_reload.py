@@ -21,6 +21,7 @@ from helpers.process import (
     LoadLoop,
     admin_json,
     connection_owners,
+    metrics_text,
     spawn_with_args,
     wait_status,
     wait_workers,
@@ -158,17 +159,9 @@ async def test_reload_under_load_loses_nothing(backend, daemon, workers):
     assert set(stats.backends) == {"b1", "b2", "b3"}, stats.backends
     status = admin_json(d, "/api/v1/ha/status")
     assert status["workers"]["pids"] == pids and status["workers"]["restarts"] == 0
-    metrics = await asyncio.to_thread(_metrics, d)
+    metrics = await asyncio.to_thread(metrics_text, d)
     assert 'haproxyd_config_reloads_total{result="error"} 1.0' in metrics
     assert 'haproxyd_config_reloads_total{result="ok"} 10.0' in metrics
-
-
-def _metrics(d) -> str:
-    import urllib.request
-
-    url = f"http://{d.config['admin']['address']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
 
 
 def test_reload_command_and_pid_file(backend, daemon):
