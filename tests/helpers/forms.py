@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,44 +57,88 @@ def in_process_forms(metafunc: pytest.Metafunc, installed: str) -> list[str] | N
 
 
 class InterpretedChild:
-    """The child pytest that runs the `[interpreted]` items of the parent."""
+    """The child pytest that runs the `[interpreted]` items of the parent.
 
-    def __init__(self, items: list[pytest.Item], workdir: Path) -> None:
+    Under pytest-xdist every worker collects the same items and runs a share of them:
+    one child serves the whole run. The worker `gw0` (or a run without xdist) starts it;
+    every process reads its outcomes from the same directory, named by the run."""
+
+    def __init__(self, items: list[pytest.Item], workdir: Path, *, start: bool) -> None:
         self.workdir = workdir
         self.output = workdir / "output.txt"
+        self.exited = workdir / "exited"  # written when the child is over, however it ended
         self.results: dict[str, dict[str, str]] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        if not start:
+            return
         (workdir / "nodeids.json").write_text(json.dumps([item.nodeid for item in items]))
         files = sorted({str(item.path) for item in items})
         env = {**os.environ, "HAPROXYD_PURE_PYTHON": "1", CHILD_ENV: str(workdir)}
         env.pop("HAPROXYD_REQUIRE_COMPILED", None)  # the parent's check; the child is not
+        for name in [k for k in env if k.startswith("PYTEST_XDIST") or k == "PYTEST_CURRENT_TEST"]:
+            env.pop(name)
+        # One process: the run's addopts (its xdist workers) are the parent's business.
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        command += ["-o", "addopts=", "-p", "no:xdist", *files]
+        # The shell writes `exited` after pytest, so that a worker that did not start
+        # the child sees it end even if it crashed before writing its results.
+        script = '"$@"; echo $? > "$0.tmp" && mv "$0.tmp" "$0"'
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+                ["sh", "-c", script, str(self.exited), *command],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=TESTS.parent,
+                start_new_session=True,
             )
+
+    def wait(self) -> None:
+        """Until the child is over (bounded by the ceiling; past it, it is stopped)."""
+        deadline = time.monotonic() + CHILD_CEILING
+        while not self.exited.exists() and time.monotonic() < deadline:
+            if self.proc is not None:
+                try:
+                    self.proc.wait(min(1.0, max(deadline - time.monotonic(), 0.0)))
+                except subprocess.TimeoutExpired:
+                    continue
+                if self.exited.exists():
+                    break
+            time.sleep(0.2)  # another worker's child: its `exited` file is the signal
+        if not self.exited.exists():
+            self.stop()
 
     def result(self, nodeid: str) -> dict[str, str]:
         if self.results is None:
-            try:
-                self.proc.wait(CHILD_CEILING)
-            except subprocess.TimeoutExpired:
-                self.stop()
+            self.wait()
             path = self.workdir / "results.json"
             self.results = json.loads(path.read_text()) if path.exists() else {}
         found = self.results.get(nodeid)
         if found is None:
-            tail = self.output.read_text(errors="replace")[-4000:]
+            tail = self.output.read_text(errors="replace")[-4000:] if self.output.exists() else ""
             return {"outcome": "failed", "text": f"the interpreted run did not report it:\n{tail}"}
         return found
 
+    def finish(self) -> None:
+        """The starter's end of session: other workers may still need the child."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.wait()
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def shared_workdir(config: pytest.Config) -> tuple[Path, bool]:
+    """The child's directory for this run, and whether this process starts the child."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:  # no xdist: this process is the whole run
+        return Path(config._tmp_path_factory.mktemp("interpreted")), True  # type: ignore[attr-defined]
+    workdir = Path(tempfile.gettempdir()) / f"haproxyd-interpreted-{workerinput['testrunuid']}"
+    workdir.mkdir(exist_ok=True)
+    return workdir, workerinput["workerid"] == "gw0"
 
 
 def delegate(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -107,9 +154,11 @@ def delegate(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     chosen = set(map(id, delegated))
     items[:] = [item for item in items if id(item) not in chosen] + delegated
-    workdir = Path(config._tmp_path_factory.mktemp("interpreted"))  # type: ignore[attr-defined]
-    child = InterpretedChild(delegated, workdir)
-    config.add_cleanup(child.stop)
+    workdir, start = shared_workdir(config)
+    child = InterpretedChild(delegated, workdir, start=start)
+    if start:
+        config.add_cleanup(child.stop)
+        config.add_cleanup(child.finish)  # cleanups run last first: finish, then stop
     for item in delegated:
         item.add_marker(pytest.mark.timeout(CHILD_CEILING + 60))
         setattr(item, _DELEGATED, child)

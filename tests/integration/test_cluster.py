@@ -3,7 +3,7 @@ leader election and replacement, fencing of a paused leader, config sync through
 leader with stale changes refused, one failover decision for the whole cluster under
 load, quorum loss, and a Redis outage under load.
 
-Heartbeats every 200 ms and a 1 s lease keep each test to a few seconds; every wait is
+Heartbeats every 200 ms and a 2 s lease keep each test to a few seconds; every wait is
 a poll with a deadline, and the deadlines the issue sets (a leader within 3 s, a new one
 within lease + 1 s, config on every node within 1 s) are asserted as measured here.
 """
@@ -48,10 +48,10 @@ def active_passive(primary: Any, standby: Any) -> dict[str, Any]:
 def test_a_leader_is_elected_and_a_killed_one_replaced_with_a_higher_term(
     backend, daemon, redis_port
 ):
-    started = time.monotonic()
     nodes = make_nodes(daemon, redis_port, backends=[backend("b1")])
+    # Within 3 s of the nodes being up (make_nodes returns once each one listens): the
+    # time to start three Python processes on a loaded machine is not the election's.
     leader, term = wait_leader(nodes, timeout=3.0)
-    assert time.monotonic() - started < 3.0 + 3.0  # within 3 s of the nodes being up
     status = wait_for(
         "every node registered",
         lambda: (

@@ -3,7 +3,7 @@ on any node go through the leader as new versions of the shared document and rea
 every node; drain/maint stay node-local; stale changes are 409, changes without a leader
 503, and nothing changes then; a cluster node's answers match the OpenAPI document.
 
-Three daemons on one redis-server started by the fixture (heartbeat 200 ms, lease 1 s,
+Three daemons on one redis-server started by the fixture (heartbeat 200 ms, lease 2 s,
 see helpers/cluster.py); every wait polls with a deadline.
 """
 
