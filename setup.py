@@ -16,6 +16,7 @@ modules interpreted (as they run, installed compiled, under HAPROXYD_PURE_PYTHON
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -26,7 +27,13 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
-from haproxyd._build import COMPILED, inputs, source, write_scanner_tables  # noqa: E402
+from haproxyd._build import (  # noqa: E402
+    COMPILED,
+    RETIRED,
+    inputs,
+    source,
+    write_scanner_tables,
+)
 
 FALLBACK = "haproxyd: could not build the compiled data plane ({}); installing it interpreted"
 
@@ -37,7 +44,17 @@ def fall_back(reason: str) -> None:
     print(FALLBACK.format(reason), file=sys.stderr)
 
 
+def remove_retired() -> None:
+    """Delete the in-tree builds (and their C) of modules that are no longer compiled."""
+    for name in RETIRED:
+        base = os.path.join(ROOT, *name.split("."))
+        for path in glob.glob(base + ".*.so") + glob.glob(base + ".*.pyd") + [base + ".c"]:
+            if os.path.exists(path):
+                os.remove(path)
+
+
 def extensions() -> list[Extension]:
+    remove_retired()
     try:
         from Cython.Build import cythonize
     except ImportError:
