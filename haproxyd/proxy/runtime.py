@@ -64,6 +64,18 @@ def check_buildable(cfg: Config) -> None:
             raise ValueError(f"pools.{name}.balancer.algorithm: {exc}") from None
 
 
+class Route:
+    """One entry of `routes:` as `ProxyRuntime.route` matches it."""
+
+    __slots__ = ("forward", "host", "pool", "prefix")
+
+    def __init__(self, host: bytes | None, prefix: bytes, forward: bool, pool: ProxyPool) -> None:
+        self.host = host  # normalised (target.route_host); None: any host
+        self.prefix = prefix  # of the normalised path
+        self.forward = forward  # send the normalised path rather than the client's
+        self.pool = pool
+
+
 class ProxyRuntime(ProxyRuntimeBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -89,7 +101,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.server_tls: dict[asyncio.Server, ssl.SSLContext | None] = {}
         # Passive health detection: `(backend, ok, status)` after each backend attempt.
         self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
-        self._routes: list[tuple[bytes | None, bytes, bool, ProxyPool]] = []
+        self._routes: list[Route] = []
         self._default_pool: ProxyPool | None = None
         # `route`'s answer for every request when the config has no routes (the data
         # plane reads it before it calls `route`); None when there are routes.
@@ -117,11 +129,11 @@ class ProxyRuntime(ProxyRuntimeBase):
             if name not in pools:
                 for upstream in previous.upstreams.values():
                     upstream.close()
-        routes: list[tuple[bytes | None, bytes, bool, ProxyPool]] = []
+        routes: list[Route] = []
         for route in cfg.routes:
             host = route_host(route.match.host.encode()) if route.match.host else None
             forward = route.normalize_path == "forward"
-            routes.append((host, route.match.path_prefix.encode(), forward, pools[route.pool]))
+            routes.append(Route(host, route.match.path_prefix.encode(), forward, pools[route.pool]))
         self.cfg = cfg
         self.max_header_bytes = cfg.limits.max_header_bytes
         self.max_body_bytes = cfg.limits.max_body_bytes
@@ -336,13 +348,13 @@ class ProxyRuntime(ProxyRuntimeBase):
         host_name = route_host(host) if host is not None else None
         path, query = split_target(url)
         normal = route_path(path)
-        for route_host_name, prefix, forward, pool in routes:
-            if route_host_name is not None and route_host_name != host_name:
+        for route in routes:
+            if route.host is not None and route.host != host_name:
                 continue
-            if normal.startswith(prefix):
-                if forward and normal != path:
-                    return pool, normal + query
-                return pool, url
+            if normal.startswith(route.prefix):
+                if route.forward and normal != path:
+                    return route.pool, normal + query
+                return route.pool, url
         return None, url
 
     def count_rejected(self, status: int) -> None:
