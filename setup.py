@@ -1,21 +1,12 @@
-"""Builds the data plane's compiled form (everything else is in pyproject.toml).
-
-The modules `haproxyd._build.COMPILED` names are plain Python (`haproxyd/proxy/client.py`,
-`upstream.py`, `admin/metrics.py`, and the balancer's `state.py`, `base.py` and
-`round_robin.py`), run as they are when they are not compiled, and one that exists only
-compiled (`proxy/canonical_head.pyx`, without which llhttp reads every head). With
-Cython (a build requirement, so pip brings it) they are compiled to C extensions, typed
-by their `.pxd` files: the per-request path then reads and writes its state as C struct
-fields and calls its own methods as C calls, and canonical heads skip llhttp: about 73 %
-fewer instructions per proxied request (bench/dataplane_cost.py).
-
-The extensions are all or nothing: if Cython is missing or fails, or the C compiler is
-missing or fails on any of them, the build says so in one line and installs the same
-modules interpreted (as they run, installed compiled, under HAPROXYD_PURE_PYTHON=1).
+"""Builds the data plane's compiled form (everything else is in pyproject.toml): the
+modules `haproxyd._build.COMPILED` names, with Cython (a build requirement, so pip brings
+it) and the machine's C compiler, all or none. What the two forms are and which one runs
+where: haproxyd/_build.py's docstring.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -26,7 +17,13 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
-from haproxyd._build import COMPILED, inputs, source, write_scanner_tables  # noqa: E402
+from haproxyd._build import (  # noqa: E402
+    COMPILED,
+    RETIRED,
+    inputs,
+    source,
+    write_scanner_tables,
+)
 
 FALLBACK = "haproxyd: could not build the compiled data plane ({}); installing it interpreted"
 
@@ -37,7 +34,17 @@ def fall_back(reason: str) -> None:
     print(FALLBACK.format(reason), file=sys.stderr)
 
 
+def remove_retired() -> None:
+    """Delete the in-tree builds (and their C) of modules that are no longer compiled."""
+    for name in RETIRED:
+        base = os.path.join(ROOT, *name.split("."))
+        for path in glob.glob(base + ".*.so") + glob.glob(base + ".*.pyd") + [base + ".c"]:
+            if os.path.exists(path):
+                os.remove(path)
+
+
 def extensions() -> list[Extension]:
+    remove_retired()
     try:
         from Cython.Build import cythonize
     except ImportError:

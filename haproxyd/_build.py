@@ -1,5 +1,41 @@
-"""Which form of the data plane runs: compiled (setup.py builds `COMPILED` with Cython
-where it can) or interpreted (the same `.py` files)."""
+"""The data plane's two forms: what they are, which one runs where, and how it is chosen.
+This docstring is the one place that says so; README.md, setup.py, haproxyd/__init__.py
+and the compiled modules' docstrings point here.
+
+One source, two forms. The modules of `COMPILED` are plain Python (`.py`), each with a
+`.pxd` beside it that types its classes' fields and hot methods for Cython; `.pyx`
+modules exist only compiled (`proxy/canonical_head.pyx`, the canonical-head scanner).
+
+- The interpreted form is the `.py` files as they are.
+- The compiled form is what setup.py builds from the same files: one C extension per
+  module of `COMPILED`, beside its `.py` (an editable install builds them in the tree),
+  all or none (a missing Cython or compiler installs the interpreted form, saying so in
+  one line).
+
+Which form runs:
+
+- `pip install -e .` compiled them: the compiled form, since the import system loads an
+  extension module before the `.py` of the same name.
+- `HAPROXYD_PURE_PYTHON=1`: the interpreted form, compiled or not. haproxyd/__init__.py
+  then installs `_SourceFirst` (below), a meta-path finder that loads each module of
+  `COMPILED` from its `.py` and keeps a compiled-only one from loading at all (its
+  importers do without it: llhttp then reads every head), before any of them is
+  imported. Nothing else selects a form: there is no `module_c`/`module_py` pair, and
+  code imports `haproxyd.proxy.exchange` and gets whichever form this process runs.
+- No compiler at install time: the interpreted form.
+- `haproxyd version` prints the form that runs (`dataplane_form`); the test suite
+  refuses to start on a build older than its sources (`stale_builds`).
+- Tests: the daemon tests start each form as a process; the in-process tests of
+  tests/balancer and tests/proxy run compiled in pytest and interpreted in a child pytest
+  under HAPROXYD_PURE_PYTHON=1 (tests/helpers/forms.py). bench/dataplane_cost.py
+  measures the installed form, or the interpreted one under HAPROXYD_PURE_PYTHON=1.
+
+The two forms cannot drift: each `.pxd` declares exactly its `.py` class's fields
+(tests/packaging/test_pxd_fields.py), and the same tests pass in both. Compiled, a class
+of these modules is an extension type: it derives only from another one (`ClientSide`,
+`Balancer`), an attribute missing from its `.pxd` raises AttributeError, and a cpdef
+method is a C call from the compiled modules that cimport its `.pxd`.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +53,17 @@ COMPILED = (
     "haproxyd.balancer.state",
     "haproxyd.balancer.base",
     "haproxyd.balancer.round_robin",
+    "haproxyd.proxy.request",
+    "haproxyd.proxy.clientside",
+    "haproxyd.proxy.exchange",
     "haproxyd.proxy.client",
     "haproxyd.proxy.upstream",
+    "haproxyd.proxy.stats",
     "haproxyd.proxy.canonical_head",
-    "haproxyd.admin.metrics",
 )
+# Modules compiled once and no longer: an editable install's build of one stays in the
+# tree, where the import system would take it before its `.py` (setup.py removes it).
+RETIRED = ("haproxyd.admin.metrics",)
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 

@@ -18,13 +18,13 @@ import signal
 import socket
 from typing import Any
 
-from haproxyd.admin.metrics import RequestStats, backend_counters
 from haproxyd.balancer.state import Backend
 from haproxyd.channel import Channel, ChannelClosed
 from haproxyd.config import validate_document
 from haproxyd.heap import freeze_heap
 from haproxyd.proxy.listener import ListenerKey, sync_servers
 from haproxyd.proxy.runtime import ProxyRuntime
+from haproxyd.proxy.stats import RequestStats, backend_counters
 from haproxyd.tasks import cancel_and_wait
 
 log = logging.getLogger("haproxyd.worker")

@@ -1,10 +1,9 @@
-"""Request metrics off the hot path, and the Prometheus collector that exposes them.
+"""Request metrics as the admin plane shows them: merged snapshots, and the Prometheus
+collector.
 
-The data plane calls `RequestStats.observe(exchange)` once per finished request (one
-exchange listener). It touches only plain ints in a per-(pool, backend) `Series`: a
-status-code table and a fixed-bucket latency histogram (`BUCKETS`, upper bounds). No
-prometheus-client object is touched per request; at scrape time `HaproxydCollector`
-reads the counters and the live state (`Backend`, `Pool`, the health scheduler, the
+The data plane counts each request in proxy/stats.py (`RequestStats`, off the admin
+plane, compiled with the data plane). At scrape time `HaproxydCollector`
+reads those counters and the live state (`Backend`, `Pool`, the health scheduler, the
 event log, the daemon) and builds metric families, the way HAProxy's own exporter
 (`addons/promex`) walks its live proxies and servers instead of keeping a second copy.
 
@@ -15,15 +14,13 @@ and the stats endpoint read only merged snapshots, so a master that gathers its 
 snapshots (a pipe, or a per-worker file written each second) passes them in through
 `snapshots=` and nothing else changes.
 
-Compiled (setup.py), `Series` and `RequestStats` are extension types with the fields
-`metrics.pxd` declares (an attribute added here must be declared there too), and
-`observe` takes only a real `Exchange`.
+`HaproxydCollector.collect` yields the families of one function per family group below
+(`_request_families`, `_backend_families`, ...), each reading what it needs.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
@@ -36,156 +33,11 @@ from prometheus_client.registry import Collector
 
 from haproxyd import __version__
 from haproxyd.balancer.state import BackendState
+from haproxyd.proxy.stats import BACKEND_COUNTER_FIELDS, BUCKETS, SNAPSHOT_VERSION
 
 if TYPE_CHECKING:
     from haproxyd.admin.state import AdminState
-    from haproxyd.proxy.client import Exchange
-    from haproxyd.proxy.runtime import PoolRuntime
-
-# Upper bounds (seconds) of the latency buckets: Prometheus' defaults widened at both
-# ends (a proxy sees sub-millisecond local answers and multi-second slow ones).
-BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
-
-SNAPSHOT_VERSION = 1
-
-
-class Series:
-    """Counters of one (pool, backend). `backend` is "" for requests that never got a
-    backend (503 no backend available); pool "" for requests that matched no route."""
-
-    __slots__ = ("backend_5xx", "buckets", "codes", "count", "sum")
-
-    def __init__(self) -> None:
-        self.codes: dict[int, int] = {}  # final status sent to the client -> count
-        self.buckets = [0] * (len(BUCKETS) + 1)  # non-cumulative; the last is +Inf
-        self.sum = 0.0
-        self.count = 0  # observations in the histogram (dispatched requests)
-        self.backend_5xx = 0  # 5xx answered by the backend itself (not the proxy's own)
-
-
-class RequestStats:
-    """Per-process request counters. `observe` is the exchange listener (hot path);
-    the rest is for the admin API, on the same loop."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self.series: dict[tuple[str, str], Series] = {}
-        # The hot path's index: the exchange's Backend object (or, for a request that
-        # got none, its PoolRuntime, or None without a route) -> its Series, so that
-        # `observe` builds no key. Rebuilt from `series` when it may have gone stale.
-        self._by_object: dict[object, Series] = {}
-        self._bounds = BUCKETS  # a typed field when compiled: `observe` reads it in C
-
-    def observe(self, exchange: Exchange) -> None:
-        backend = exchange.backend
-        series = self._by_object.get(backend if backend is not None else exchange.pool)
-        if series is None:
-            series = self._series_of(exchange)
-        status = exchange.status
-        codes = series.codes
-        if status in codes:
-            codes[status] += 1
-        else:
-            codes[status] = 1
-        if status >= 500 and exchange.termination == "ok":
-            series.backend_5xx += 1
-        start = exchange.start
-        if start:
-            elapsed = (exchange.ended or self._clock()) - start
-            # bisect_left(BUCKETS, elapsed), as a C loop when compiled (a call to
-            # bisect costs ten times more); most requests stop at the first bounds.
-            bounds = self._bounds
-            n = len(bounds)
-            i = 0
-            while i < n:
-                bound = bounds[i]
-                if bound >= elapsed:
-                    break
-                i += 1
-            series.buckets[i] += 1
-            series.sum += elapsed
-            series.count += 1
-
-    def _series_of(self, exchange: Exchange) -> Series:
-        pool = exchange.pool
-        backend = exchange.backend
-        key = (pool.name if pool is not None else "", backend.id if backend is not None else "")
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = Series()
-        index = self._by_object
-        if len(index) > 2 * len(self.series) + 64:
-            index.clear()  # objects of removed or reloaded backends: drop them
-        index[backend if backend is not None else pool] = series
-        return series
-
-    def forget(self, pool: str, backend: str) -> None:
-        """Drop a removed backend's series (so label sets stay bounded under churn)."""
-        if self.series.pop((pool, backend), None) is not None:
-            self._by_object.clear()
-
-    def snapshot(self, pools: Iterable[PoolRuntime] = ()) -> dict[str, Any]:
-        """This process's counters plus its data-plane gauges of the live backends of
-        `pools`, as plain JSON-serialisable data (see `merge`)."""
-        series = []
-        for (pool, backend), s in self.series.items():
-            series.append(
-                {
-                    "pool": pool,
-                    "backend": backend,
-                    "codes": {str(code): n for code, n in s.codes.items()},
-                    "buckets": list(s.buckets),
-                    "sum": s.sum,
-                    "count": s.count,
-                    "backend_5xx": s.backend_5xx,
-                }
-            )
-        return {
-            "version": SNAPSHOT_VERSION,
-            "bounds": list(BUCKETS),
-            "time": time.time(),
-            "series": series,
-            "backends": backend_counters(pools),
-        }
-
-
-BACKEND_COUNTER_FIELDS = ("active", "sent", "failures", "selections", "connects")
-
-
-def backend_counters(pools: Iterable[PoolRuntime]) -> list[dict[str, Any]]:
-    """This process's data-plane counters of every live backend of `pools` (the
-    `backends` of a snapshot, and what a worker answers when the master asks now)."""
-    return [
-        {
-            "pool": runtime.name,
-            "backend": b.id,
-            "active": b.active,
-            "sent": b.requests,
-            "failures": b.failures,
-            "selections": b.selections,
-            "connects": runtime.upstreams[b.id].connects,
-        }
-        for runtime in pools
-        for b in runtime.pool.backends.values()
-    ]
-
+    from haproxyd.daemon import Daemon
 
 def sum_backend_counters(
     lists: Iterable[Iterable[dict[str, Any]]],
@@ -288,203 +140,220 @@ class HaproxydCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
-        daemon = state.daemon
         snap = state.merged_snapshot()
-        bounds = snap["bounds"]
+        yield from _request_families(snap)
+        yield from _backend_families(state, snap)
+        yield from _health_families(state)
+        yield from _failover_families(state)
+        yield from _config_families(state.daemon)
+        yield from _cluster_families(state)
+        yield from _process_families(state.daemon)
 
-        requests = CounterMetricFamily(
-            "haproxyd_requests",
-            "Requests answered, by pool, final backend and status code "
-            '(backend "" = no backend was available; code 0 = the client left first).',
-            labels=["pool", "backend", "code"],
-        )
-        duration = HistogramMetricFamily(
-            "haproxyd_request_duration_seconds",
-            "Time from dispatch to the end of the response, by pool and backend.",
-            labels=["pool", "backend"],
-        )
-        for s in sorted(snap["series"], key=lambda s: (s["pool"], s["backend"])):
-            labels = [s["pool"], s["backend"]]
-            for code, n in sorted(s["codes"].items()):
-                requests.add_metric([*labels, code], n)
-            if s["count"]:
-                cumulative = 0
-                buckets = []
-                for bound, count in zip(bounds, s["buckets"], strict=False):
-                    cumulative += count
-                    buckets.append((_le(bound), cumulative))
-                buckets.append(("+Inf", s["count"]))
-                duration.add_metric(labels, buckets, s["sum"])
-        yield requests
-        yield duration
 
-        up = GaugeMetricFamily(
-            "haproxyd_backend_up",
-            "1 when the backend is healthy (up or draining), 0 when down, checking or in maint.",
-            labels=["pool", "backend"],
-        )
-        backend_state = GaugeMetricFamily(
-            "haproxyd_backend_state",
-            "1 for the backend's current state (checking, up, down, draining, maint).",
-            labels=["pool", "backend", "state"],
-        )
-        active = GaugeMetricFamily(
-            "haproxyd_backend_active_connections",
-            "Requests in flight to the backend.",
-            labels=["pool", "backend"],
-        )
-        weight = GaugeMetricFamily(
-            "haproxyd_backend_weight",
-            "Effective weight the balancer uses.",
-            labels=["pool", "backend"],
-        )
-        sent = CounterMetricFamily(
-            "haproxyd_backend_attempts",
-            "Requests sent to the backend, retries included.",
-            labels=["pool", "backend"],
-        )
-        failures = CounterMetricFamily(
-            "haproxyd_backend_failures",
-            "Attempts that failed at the transport level (connect, reset, timeout).",
-            labels=["pool", "backend"],
-        )
-        selections = CounterMetricFamily(
-            "haproxyd_backend_selections",
-            "Times the balancer picked the backend.",
-            labels=["pool", "backend"],
-        )
-        connects = CounterMetricFamily(
-            "haproxyd_backend_connects",
-            "Connections opened to the backend (its rate is connection churn: with enough "
-            "idle connections kept, it stays near zero under steady load).",
-            labels=["pool", "backend"],
-        )
-        selectable = GaugeMetricFamily(
-            "haproxyd_pool_selectable_backends",
-            "Backends the pool's balancer may currently choose from.",
-            labels=["pool"],
-        )
-        counts = {(b["pool"], b["backend"]): b for b in snap["backends"]}
-        for pool_runtime in state.pools():
-            pool = pool_runtime.pool
-            selectable.add_metric([pool.name], len(pool.selectable))
-            for b in pool.backends.values():
-                labels = [pool.name, b.id]
-                healthy = b.state in (BackendState.UP, BackendState.DRAINING)
-                up.add_metric(labels, 1 if healthy else 0)
-                for s in BackendState:
-                    backend_state.add_metric([*labels, str(s)], 1 if b.state == s else 0)
-                weight.add_metric(labels, b.effective_weight)
-                c = counts.get((pool.name, b.id))
-                if c is None:
-                    continue
-                active.add_metric(labels, c["active"])
-                sent.add_metric(labels, c["sent"])
-                failures.add_metric(labels, c["failures"])
-                selections.add_metric(labels, c["selections"])
-                connects.add_metric(labels, c["connects"])
-        yield from (
-            up,
-            backend_state,
-            active,
-            weight,
-            sent,
-            failures,
-            selections,
-            connects,
-            selectable,
-        )
+def _request_families(snap: dict[str, Any]) -> Iterator[Metric]:
+    """Requests and their durations, from the merged snapshot's series."""
+    bounds = snap["bounds"]
+    requests = CounterMetricFamily(
+        "haproxyd_requests",
+        "Requests answered, by pool, final backend and status code "
+        '(backend "" = no backend was available; code 0 = the client left first).',
+        labels=["pool", "backend", "code"],
+    )
+    duration = HistogramMetricFamily(
+        "haproxyd_request_duration_seconds",
+        "Time from dispatch to the end of the response, by pool and backend.",
+        labels=["pool", "backend"],
+    )
+    for s in sorted(snap["series"], key=lambda s: (s["pool"], s["backend"])):
+        labels = [s["pool"], s["backend"]]
+        for code, n in sorted(s["codes"].items()):
+            requests.add_metric([*labels, code], n)
+        if s["count"]:
+            cumulative = 0
+            buckets = []
+            for bound, count in zip(bounds, s["buckets"], strict=False):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            buckets.append(("+Inf", s["count"]))
+            duration.add_metric(labels, buckets, s["sum"])
+    yield requests
+    yield duration
 
-        health = GaugeMetricFamily(
-            "haproxyd_health_check_duration_seconds",
-            "Duration of the latest probe of each check (the slowest when a backend has "
-            'several checks of one type; pool "" = node checks).',
-            labels=["pool", "backend", "type"],
-        )
-        latest: dict[tuple[str, str, str], float] = {}
-        for check in state.health_statuses():
-            if check.get("last_check") is None:
+
+def _backend_families(state: AdminState, snap: dict[str, Any]) -> Iterator[Metric]:
+    """Each live backend's state and weight, and its data-plane counters (summed over
+    the processes, from the snapshot); each pool's selectable set."""
+    up = GaugeMetricFamily(
+        "haproxyd_backend_up",
+        "1 when the backend is healthy (up or draining), 0 when down, checking or in maint.",
+        labels=["pool", "backend"],
+    )
+    backend_state = GaugeMetricFamily(
+        "haproxyd_backend_state",
+        "1 for the backend's current state (checking, up, down, draining, maint).",
+        labels=["pool", "backend", "state"],
+    )
+    active = GaugeMetricFamily(
+        "haproxyd_backend_active_connections",
+        "Requests in flight to the backend.",
+        labels=["pool", "backend"],
+    )
+    weight = GaugeMetricFamily(
+        "haproxyd_backend_weight",
+        "Effective weight the balancer uses.",
+        labels=["pool", "backend"],
+    )
+    sent = CounterMetricFamily(
+        "haproxyd_backend_attempts",
+        "Requests sent to the backend, retries included.",
+        labels=["pool", "backend"],
+    )
+    failures = CounterMetricFamily(
+        "haproxyd_backend_failures",
+        "Attempts that failed at the transport level (connect, reset, timeout).",
+        labels=["pool", "backend"],
+    )
+    selections = CounterMetricFamily(
+        "haproxyd_backend_selections",
+        "Times the balancer picked the backend.",
+        labels=["pool", "backend"],
+    )
+    connects = CounterMetricFamily(
+        "haproxyd_backend_connects",
+        "Connections opened to the backend (its rate is connection churn: with enough "
+        "idle connections kept, it stays near zero under steady load).",
+        labels=["pool", "backend"],
+    )
+    selectable = GaugeMetricFamily(
+        "haproxyd_pool_selectable_backends",
+        "Backends the pool's balancer may currently choose from.",
+        labels=["pool"],
+    )
+    counts = {(b["pool"], b["backend"]): b for b in snap["backends"]}
+    for proxy_pool in state.pools():
+        pool = proxy_pool.state
+        selectable.add_metric([pool.name], len(pool.selectable))
+        for b in pool.backends.values():
+            labels = [pool.name, b.id]
+            healthy = b.state in (BackendState.UP, BackendState.DRAINING)
+            up.add_metric(labels, 1 if healthy else 0)
+            for s in BackendState:
+                backend_state.add_metric([*labels, str(s)], 1 if b.state == s else 0)
+            weight.add_metric(labels, b.effective_weight)
+            c = counts.get((pool.name, b.id))
+            if c is None:
                 continue
-            key = (check["pool"], check["backend"], check["type"])
-            latest[key] = max(latest.get(key, 0.0), float(check["latency"]))
-        for key, seconds in sorted(latest.items()):
-            health.add_metric(list(key), seconds)
-        yield health
+            active.add_metric(labels, c["active"])
+            sent.add_metric(labels, c["sent"])
+            failures.add_metric(labels, c["failures"])
+            selections.add_metric(labels, c["selections"])
+            connects.add_metric(labels, c["connects"])
+    yield from (up, backend_state, active, weight, sent, failures, selections, connects)
+    yield selectable
 
-        failover = CounterMetricFamily(
-            "haproxyd_failover_events",
-            "Failover state machine events (failover, failback, manual, panic), by pool.",
-            labels=["pool", "strategy"],
-        )
-        for (pool_name, strategy), n in sorted(state.events.totals().items()):
-            failover.add_metric([pool_name, strategy], n)
-        yield failover
 
-        reloads = CounterMetricFamily(
-            "haproxyd_config_reloads",
-            "Configuration reloads (SIGHUP and admin config/update), by result.",
-            labels=["result"],
-        )
-        for result in ("ok", "error"):
-            reloads.add_metric([result], daemon.reloads.get(result, 0))
-        yield reloads
-        yield GaugeMetricFamily(
-            "haproxyd_config_version", "Version of the running config.", daemon.config_version
-        )
+def _health_families(state: AdminState) -> Iterator[Metric]:
+    """The latest probe duration of each check."""
+    health = GaugeMetricFamily(
+        "haproxyd_health_check_duration_seconds",
+        "Duration of the latest probe of each check (the slowest when a backend has "
+        'several checks of one type; pool "" = node checks).',
+        labels=["pool", "backend", "type"],
+    )
+    latest: dict[tuple[str, str, str], float] = {}
+    for check in state.health_statuses():
+        if check.get("last_check") is None:
+            continue
+        key = (check["pool"], check["backend"], check["type"])
+        latest[key] = max(latest.get(key, 0.0), float(check["latency"]))
+    for key, seconds in sorted(latest.items()):
+        health.add_metric(list(key), seconds)
+    yield health
 
-        cluster = state.cluster_status()
-        yield GaugeMetricFamily(
-            "haproxyd_cluster_is_leader",
-            "1 when this node is the cluster leader (a standalone node leads itself).",
-            value=1 if cluster["is_leader"] else 0,
-        )
-        nodes = GaugeMetricFamily(
-            "haproxyd_cluster_nodes", "Cluster nodes by state.", labels=["state"]
-        )
-        by_state: dict[str, int] = {"up": 0, "lost": 0}
-        for node in cluster["nodes"]:
-            by_state[node["state"]] = by_state.get(node["state"], 0) + 1
-        for name, n in sorted(by_state.items()):
-            nodes.add_metric([name], n)
-        yield nodes
-        redis = cluster.get("redis")
-        if redis is not None:  # cluster mode only
-            yield GaugeMetricFamily(
-                "haproxyd_cluster_redis_up",
-                "1 when this node's last heartbeat reached the cluster's Redis.",
-                value=1 if redis.get("reachable") else 0,
-            )
-        yield GaugeMetricFamily(
-            "haproxyd_cluster_term",
-            "The newest leader term this node has seen (0: standalone).",
-            value=cluster["term"],
-        )
 
-        runtime = daemon.runtime
-        if runtime is not None:
-            rejected = CounterMetricFamily(
-                "haproxyd_rejected_requests",
-                "Malformed requests the proxy answered itself, by status.",
-                labels=["code"],
-            )
-            for code, n in sorted(runtime.rejected.items()):
-                rejected.add_metric([str(code)], n)
-            yield rejected
-            yield GaugeMetricFamily(
-                "haproxyd_client_connections",
-                "Open client connections.",
-                value=len(runtime.connections),
-            )
+def _failover_families(state: AdminState) -> Iterator[Metric]:
+    """The failover machine's events, counted by pool and strategy."""
+    failover = CounterMetricFamily(
+        "haproxyd_failover_events",
+        "Failover state machine events (failover, failback, manual, panic), by pool.",
+        labels=["pool", "strategy"],
+    )
+    for (pool_name, strategy), n in sorted(state.events.totals().items()):
+        failover.add_metric([pool_name, strategy], n)
+    yield failover
+
+
+def _config_families(daemon: Daemon) -> Iterator[Metric]:
+    """Reloads by result, and the running config's version."""
+    reloads = CounterMetricFamily(
+        "haproxyd_config_reloads",
+        "Configuration reloads (SIGHUP and admin config/update), by result.",
+        labels=["result"],
+    )
+    for result in ("ok", "error"):
+        reloads.add_metric([result], daemon.reloads.get(result, 0))
+    yield reloads
+    yield GaugeMetricFamily(
+        "haproxyd_config_version", "Version of the running config.", daemon.config_version
+    )
+
+
+def _cluster_families(state: AdminState) -> Iterator[Metric]:
+    """Leadership, the nodes by state, Redis and the term (a standalone node: itself)."""
+    cluster = state.cluster_status()
+    yield GaugeMetricFamily(
+        "haproxyd_cluster_is_leader",
+        "1 when this node is the cluster leader (a standalone node leads itself).",
+        value=1 if cluster["is_leader"] else 0,
+    )
+    nodes = GaugeMetricFamily("haproxyd_cluster_nodes", "Cluster nodes by state.", labels=["state"])
+    by_state: dict[str, int] = {"up": 0, "lost": 0}
+    for node in cluster["nodes"]:
+        by_state[node["state"]] = by_state.get(node["state"], 0) + 1
+    for name, n in sorted(by_state.items()):
+        nodes.add_metric([name], n)
+    yield nodes
+    redis = cluster.get("redis")
+    if redis is not None:  # cluster mode only
         yield GaugeMetricFamily(
-            "haproxyd_start_time_seconds",
-            "When the daemon started (seconds since the epoch).",
-            value=daemon.started,
+            "haproxyd_cluster_redis_up",
+            "1 when this node's last heartbeat reached the cluster's Redis.",
+            value=1 if redis.get("reachable") else 0,
         )
-        info = GaugeMetricFamily(
-            "haproxyd_build_info", "Always 1; the labels say what runs.", labels=["version"]
+    yield GaugeMetricFamily(
+        "haproxyd_cluster_term",
+        "The newest leader term this node has seen (0: standalone).",
+        value=cluster["term"],
+    )
+
+
+def _process_families(daemon: Daemon) -> Iterator[Metric]:
+    """This process's data plane (refused requests, client connections) and build."""
+    runtime = daemon.runtime
+    if runtime is not None:
+        rejected = CounterMetricFamily(
+            "haproxyd_rejected_requests",
+            "Malformed requests the proxy answered itself, by status.",
+            labels=["code"],
         )
-        info.add_metric([__version__], 1)
-        yield info
+        for code, n in sorted(runtime.rejected.items()):
+            rejected.add_metric([str(code)], n)
+        yield rejected
+        yield GaugeMetricFamily(
+            "haproxyd_client_connections",
+            "Open client connections.",
+            value=len(runtime.connections),
+        )
+    yield GaugeMetricFamily(
+        "haproxyd_start_time_seconds",
+        "When the daemon started (seconds since the epoch).",
+        value=daemon.started,
+    )
+    info = GaugeMetricFamily(
+        "haproxyd_build_info", "Always 1; the labels say what runs.", labels=["version"]
+    )
+    info.add_metric([__version__], 1)
+    yield info
 
 
 def _le(bound: float) -> str:

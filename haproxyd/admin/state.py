@@ -24,23 +24,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from haproxyd import __version__
-from haproxyd.admin.metrics import (
-    BACKEND_COUNTER_FIELDS,
-    RequestStats,
-    backend_counters,
-    code_class,
-    merge,
-    quantile,
-    sum_backend_counters,
-)
+from haproxyd.admin.metrics import code_class, merge, quantile, sum_backend_counters
 from haproxyd.balancer.state import Backend, BackendState
 from haproxyd.failover.events import EventLog
+from haproxyd.proxy.stats import BACKEND_COUNTER_FIELDS, RequestStats, backend_counters
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from haproxyd.daemon import Daemon
-    from haproxyd.proxy.runtime import PoolRuntime
+    from haproxyd.proxy.upstream import ProxyPool
 
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
@@ -71,15 +64,15 @@ class AdminState:
         health = getattr(self.daemon, "health", None)
         return health if hasattr(health, "statuses") else None
 
-    def pools(self) -> list[PoolRuntime]:
+    def pools(self) -> list[ProxyPool]:
         runtime = self.daemon.runtime
         return list(runtime.pools.values()) if runtime is not None else []
 
-    def find_pool(self, name: str) -> PoolRuntime | None:
+    def find_pool(self, name: str) -> ProxyPool | None:
         runtime = self.daemon.runtime
         return runtime.pools.get(name) if runtime is not None else None
 
-    def find_backend(self, backend_id: str) -> tuple[PoolRuntime, Backend] | None:
+    def find_backend(self, backend_id: str) -> tuple[ProxyPool, Backend] | None:
         runtime = self.daemon.runtime
         return runtime.find_backend(backend_id) if runtime is not None else None
 
@@ -175,7 +168,7 @@ class AdminState:
         return {"healthy": bool(node.healthy), "reasons": [str(r) for r in node.reasons]}
 
     def backend_view(
-        self, pool_runtime: PoolRuntime, backend: Backend, counters: BackendCounters
+        self, pool_runtime: ProxyPool, backend: Backend, counters: BackendCounters
     ) -> dict[str, Any]:
         """`counters`: `live_counters()` (summed over the workers)."""
         pool = pool_runtime.pool

@@ -1,4 +1,5 @@
-"""Header rewriting between client and backend (SPEC §3).
+"""Header rewriting between client and backend (SPEC §3), both ways: request heads for
+the backend (`build_request_head`), response heads for the client (`build_response_head`).
 
 Requests: hop-by-hop headers (RFC 9110 §7.6.1) and every header named in `Connection`
 are removed; `X-Forwarded-For` is appended to, `X-Forwarded-Proto`/`X-Forwarded-Host`
@@ -320,3 +321,93 @@ def build_request_head(
         parts += (b"Connection: upgrade\r\nUpgrade: ", meta.upgrade or b"", CRLF)
     parts += (framing, CRLF)
     return b"".join(parts)
+
+
+class ResponseHead:
+    """A response head for the client (`build_response_head`) and what it says about
+    the body that follows."""
+
+    __slots__ = ("chunked_out", "close_after", "head", "read_to_close")
+
+    def __init__(
+        self, head: bytes, chunked_out: bool, read_to_close: bool, close_after: bool
+    ) -> None:
+        self.head = head
+        self.chunked_out = chunked_out  # the proxy chunks the body itself
+        self.read_to_close = read_to_close  # the body ends when the backend closes
+        self.close_after = close_after  # the client connection closes after it
+
+
+def build_response_head(
+    status: int,
+    parts: list[bytes],
+    specials: list[tuple[int, bytes]],
+    request_id: bytes,
+    *,
+    upgrade: bool,
+    is_head: bool,
+    http10: bool,
+    keep_alive: bool,
+    close_after: bool,
+    draining: bool,
+) -> ResponseHead:
+    """The head to send to the client, for any response but the common one (framed by
+    Content-Length alone, to a keep-alive HTTP/1.1 client: the exchange builds that one
+    itself, in fewer steps). `parts` holds the status line and the forwarded headers
+    (from index 1), `specials` the (kind, value) of the response's framing, Connection
+    and Upgrade headers; the flags are the request's (`close_after`: the client
+    connection already closes after this exchange)."""
+    content_length: bytes | None = None
+    codings: list[bytes] | None = None
+    connection: list[bytes] | None = None
+    upgrade_value: bytes | None = None
+    for kind, value in specials:
+        if kind == CONTENT_LENGTH:
+            content_length = value
+        elif kind == CONNECTION:
+            if connection is None:
+                connection = [value]
+            else:
+                connection.append(value)
+        elif kind == TRANSFER_ENCODING:
+            if codings is None:
+                codings = [value]
+            else:
+                codings.append(value)
+        elif kind == UPGRADE:
+            upgrade_value = value
+    if connection is not None:
+        named = connection_named(connection)
+        if named:
+            drop_named(parts, 1, named)
+    chunked_out = read_to_close = False
+    if status == 101 and upgrade:
+        if upgrade_value is not None:
+            parts += (b"Upgrade: ", upgrade_value, CRLF)
+        parts.append(b"Connection: upgrade\r\n")
+    else:
+        no_body = is_head or status == 204 or status == 304
+        if content_length is not None:
+            parts += (b"Content-Length: ", content_length, CRLF)
+        elif not no_body:
+            chunked, other = split_codings(codings) if codings else (False, b"")
+            read_to_close = not chunked
+            if http10:
+                close_after = True  # HTTP/1.0 client: the body ends when we close
+            else:
+                # Codings before chunked (gzip, chunked) stay: the body bytes are in
+                # them, only the chunking is the proxy's own.
+                if other:
+                    parts += (b"Transfer-Encoding: ", other, b", chunked\r\n")
+                else:
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+                chunked_out = True
+        if draining:
+            close_after = True
+        if close_after or not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif http10:
+            parts.append(b"Connection: keep-alive\r\n")
+    parts += (b"X-Request-ID: ", request_id, b"\r\n\r\n")
+    # One buffer: the kernel copies one iovec, not 25.
+    return ResponseHead(b"".join(parts), chunked_out, read_to_close, close_after)

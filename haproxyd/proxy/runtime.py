@@ -23,16 +23,17 @@ from haproxyd.balancer.base import Balancer
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.regions import RegionBalancer
 from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSet, Pool
-from haproxyd.proxy.client import ProxyRuntimeBase, RequestIds
 from haproxyd.proxy.listener import stop_accepting
+from haproxyd.proxy.request import ProxyRuntimeBase, RequestIds
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.target import route_host, route_path, split_target
-from haproxyd.proxy.upstream import PoolRuntime, UpstreamPool
+from haproxyd.proxy.upstream import BackendConnections, ProxyPool
 from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from haproxyd.config.schema import BackendConfig, Config, PoolConfig
-    from haproxyd.proxy.client import ClientProtocol, Exchange
+    from haproxyd.proxy.client import ClientProtocol
+    from haproxyd.proxy.exchange import Exchange
 
 log = logging.getLogger("haproxyd.runtime")
 
@@ -63,6 +64,18 @@ def check_buildable(cfg: Config) -> None:
             raise ValueError(f"pools.{name}.balancer.algorithm: {exc}") from None
 
 
+class Route:
+    """One entry of `routes:` as `ProxyRuntime.route` matches it."""
+
+    __slots__ = ("forward", "host", "pool", "prefix")
+
+    def __init__(self, host: bytes | None, prefix: bytes, forward: bool, pool: ProxyPool) -> None:
+        self.host = host  # normalised (target.route_host); None: any host
+        self.prefix = prefix  # of the normalised path
+        self.forward = forward  # send the normalised path rather than the client's
+        self.pool = pool
+
+
 class ProxyRuntime(ProxyRuntimeBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -76,7 +89,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.header_timeout = 0.0
         self.response_timeout = 0.0
         self.idle_timeout = 0.0
-        self.pools: dict[str, PoolRuntime] = {}
+        self.pools: dict[str, ProxyPool] = {}
         self.connections: set[ClientProtocol] = set()
         self.connection_limit = 0  # this process's share of limits.max_connections
         self.worker_count = 1  # processes sharing the listeners (for the share above)
@@ -88,11 +101,11 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.server_tls: dict[asyncio.Server, ssl.SSLContext | None] = {}
         # Passive health detection: `(backend, ok, status)` after each backend attempt.
         self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
-        self._routes: list[tuple[bytes | None, bytes, bool, PoolRuntime]] = []
-        self._default_pool: PoolRuntime | None = None
+        self._routes: list[Route] = []
+        self._default_pool: ProxyPool | None = None
         # `route`'s answer for every request when the config has no routes (the data
         # plane reads it before it calls `route`); None when there are routes.
-        self.only_pool: PoolRuntime | None = None
+        self.only_pool: ProxyPool | None = None
         # Unique per process and start: random prefix, then the pid, then a counter.
         self.request_ids = RequestIds(b"%s-%x" % (os.urandom(4).hex().encode(), os.getpid()))
         self._access_log: IO[str] | None = None
@@ -108,7 +121,7 @@ class ProxyRuntime(ProxyRuntimeBase):
     def apply(self, cfg: Config) -> None:
         """Build or update pools, routes and settings from a validated config."""
         old_pools = self.pools
-        pools: dict[str, PoolRuntime] = {}
+        pools: dict[str, ProxyPool] = {}
         for name, pool_cfg in cfg.pools.items():
             previous = old_pools.get(name)
             pools[name] = self._build_pool(name, pool_cfg, previous, node_region=cfg.node.region)
@@ -116,11 +129,11 @@ class ProxyRuntime(ProxyRuntimeBase):
             if name not in pools:
                 for upstream in previous.upstreams.values():
                     upstream.close()
-        routes: list[tuple[bytes | None, bytes, bool, PoolRuntime]] = []
+        routes: list[Route] = []
         for route in cfg.routes:
             host = route_host(route.match.host.encode()) if route.match.host else None
             forward = route.normalize_path == "forward"
-            routes.append((host, route.match.path_prefix.encode(), forward, pools[route.pool]))
+            routes.append(Route(host, route.match.path_prefix.encode(), forward, pools[route.pool]))
         self.cfg = cfg
         self.max_header_bytes = cfg.limits.max_header_bytes
         self.max_body_bytes = cfg.limits.max_body_bytes
@@ -153,7 +166,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         pool_runtime = self.pools.get(name)
         if pool_runtime is None:
             return
-        pool = pool_runtime.pool
+        pool = pool_runtime.state
         wanted: dict[str, Backend] = {}
         for item in items:
             backend = pool.backends.get(item["id"])
@@ -177,9 +190,9 @@ class ProxyRuntime(ProxyRuntimeBase):
         pool.backends = wanted
         pool.set_active_filter(_mirror(tuple(selectable), fallback, panic))
 
-    def _new_upstream(self, pool_runtime: PoolRuntime, backend: Backend) -> UpstreamPool:
+    def _new_upstream(self, pool_runtime: ProxyPool, backend: Backend) -> BackendConnections:
         keepalive = pool_runtime.config.keepalive
-        return UpstreamPool(
+        return BackendConnections(
             backend,
             max_idle=keepalive.max_idle,
             idle_timeout=keepalive.idle_timeout,
@@ -191,10 +204,10 @@ class ProxyRuntime(ProxyRuntimeBase):
         self,
         name: str,
         cfg: PoolConfig,
-        previous: PoolRuntime | None,
+        previous: ProxyPool | None,
         *,
         node_region: str | None = None,
-    ) -> PoolRuntime:
+    ) -> ProxyPool:
         options = balancer_options(cfg)
         if cfg.regions is not None:
             # Per-request region routing: built from config in every process (workers
@@ -207,7 +220,7 @@ class ProxyRuntime(ProxyRuntimeBase):
             )
         else:
             balancer = create_balancer(cfg.balancer.algorithm, **options)
-        old_backends = previous.pool.backends if previous else {}
+        old_backends = previous.state.backends if previous else {}
         backends: list[Backend] = []
         for bcfg in cfg.backends:
             backend = old_backends.get(bcfg.id)
@@ -230,11 +243,11 @@ class ProxyRuntime(ProxyRuntimeBase):
         # The previous pool's active filter (the failover machine, or a worker's mirror
         # of the master's decision) carries over, so the rebuilt pool never serves by
         # the default rule in between.
-        active_filter = previous.pool.active_filter if previous is not None else None
+        active_filter = previous.state.active_filter if previous is not None else None
         pool = Pool(name, balancer, backends, active_filter=active_filter)
         for callback in self.pool_listeners:
             pool.add_listener(callback)
-        runtime = PoolRuntime(name, cfg, pool)
+        runtime = ProxyPool(name, cfg, pool)
         keepalive = cfg.keepalive
         old_upstreams = previous.upstreams if previous else {}
         for backend in backends:
@@ -267,7 +280,7 @@ class ProxyRuntime(ProxyRuntimeBase):
             raise KeyError(f"backend {bcfg.id!r} already exists")
         backend = _new_backend(bcfg)
         pool.upstreams[backend.id] = self._new_upstream(pool, backend)
-        pool.pool.add(backend)
+        pool.state.add(backend)
         if self.resolver is not None:
             self.resolver.track(self.resolver.names() | {backend.host})
         return backend
@@ -279,19 +292,19 @@ class ProxyRuntime(ProxyRuntimeBase):
         if found is None:
             raise KeyError(f"no backend {backend_id!r}")
         pool, backend = found
-        pool.pool.remove(backend_id)
+        pool.state.remove(backend_id)
         pool.upstreams.pop(backend_id).close()
         return backend
 
-    def find_backend(self, backend_id: str) -> tuple[PoolRuntime, Backend] | None:
+    def find_backend(self, backend_id: str) -> tuple[ProxyPool, Backend] | None:
         for pool in self.pools.values():
-            backend = pool.pool.backends.get(backend_id)
+            backend = pool.state.backends.get(backend_id)
             if backend is not None:
                 return pool, backend
         return None
 
     def _configure_resolver(self, cfg: Config) -> None:
-        hosts = {b.host for p in self.pools.values() for b in p.pool.backends.values()}
+        hosts = {b.host for p in self.pools.values() for b in p.state.backends.values()}
         settings = cfg.resolver
         if self.resolver is None:
             self.resolver = Resolver(
@@ -325,7 +338,7 @@ class ProxyRuntime(ProxyRuntimeBase):
 
     # -- per request --
 
-    def route(self, host: bytes | None, url: bytes) -> tuple[PoolRuntime | None, bytes]:
+    def route(self, host: bytes | None, url: bytes) -> tuple[ProxyPool | None, bytes]:
         """(the pool serving a request, the target to send: `url` itself unless its
         route forwards the normalised path). Routes match the normalised host and path
         (target.route_host, target.route_path); the first match wins."""
@@ -335,13 +348,13 @@ class ProxyRuntime(ProxyRuntimeBase):
         host_name = route_host(host) if host is not None else None
         path, query = split_target(url)
         normal = route_path(path)
-        for route_host_name, prefix, forward, pool in routes:
-            if route_host_name is not None and route_host_name != host_name:
+        for route in routes:
+            if route.host is not None and route.host != host_name:
                 continue
-            if normal.startswith(prefix):
-                if forward and normal != path:
-                    return pool, normal + query
-                return pool, url
+            if normal.startswith(route.prefix):
+                if route.forward and normal != path:
+                    return route.pool, normal + query
+                return route.pool, url
         return None, url
 
     def count_rejected(self, status: int) -> None:

@@ -1,10 +1,13 @@
 # Cython declarations for upstream.py (compiled when Cython is present; see setup.py).
+cimport cython
+
+from haproxyd.balancer.base cimport Balancer
 from haproxyd.balancer.state cimport Pool
 from haproxyd.proxy.canonical_head cimport scan_response_head
-from haproxyd.proxy.client cimport Exchange
+from haproxyd.proxy.exchange cimport Exchange
 
 cdef class UpstreamConnection:
-    cdef public UpstreamPool pool
+    cdef public BackendConnections owner
     cdef public object transport
     cdef public object parser
     cdef public Exchange exchange
@@ -28,7 +31,7 @@ cdef class UpstreamConnection:
     cpdef bint keep_alive(self)
     cpdef close(self)
 
-cdef class UpstreamPool:
+cdef class BackendConnections:
     cdef public object backend
     cdef public long long max_idle
     cdef public double idle_timeout
@@ -41,10 +44,10 @@ cdef class UpstreamPool:
 
     cpdef release(self, UpstreamConnection conn, double now)
 
-cdef class PoolRuntime:
+cdef class ProxyPool:
     cdef public object name
     cdef public object config
-    cdef public Pool pool
+    cdef public Pool state
     cdef public dict upstreams
     cdef public bytes default_host
     cdef public bint passive
@@ -52,6 +55,8 @@ cdef class PoolRuntime:
     cdef public long long retries_active
     cdef public object waiters
 
+    @cython.locals(balancer=Balancer)
+    cpdef object select(self, Exchange exchange)
     cpdef bint retry_allowed(self)
     cpdef bint enqueue(self, Exchange exchange)
     cpdef wake_waiters(self)

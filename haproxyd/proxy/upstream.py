@@ -1,20 +1,22 @@
 """Connections to backends: the per-backend keep-alive pool and the response parser.
 
-`UpstreamPool` keeps idle keep-alive connections to one backend (LIFO, so the warmest
+`BackendConnections` keeps idle keep-alive connections to one backend (LIFO, so the warmest
 connection is reused and the coldest expire first), capped at `keepalive.max_idle` and
 closed after `keepalive.idle_timeout`. A connection goes back to the pool only when its
 request was sent whole and its response was read to the end with keep-alive allowed.
 
 `UpstreamConnection` is an asyncio protocol driving an httptools response parser; it
-forwards parser events to the `Exchange` (the client request) it currently serves, by
-direct method calls: no task, no queue per request. Where the compiled scanner
-`canonical_head` is built, a response whose head it accepts (the common, canonical
-kind, framed by Content-Length) bypasses llhttp: its head is forwarded from the
-scanner's result and its body counted through, with the same calls to the exchange.
+hands the response to the `Exchange` (exchange.py) it currently serves through that
+exchange's callbacks (`on_head`, `on_body`, `on_read_end`, `on_complete`, `on_lost`,
+and `on_upgraded`, `on_invalid`, `on_backend_full`), by direct method calls: no task,
+no queue per request, and none of the exchange's fields written here. Where the
+compiled scanner `canonical_head` is built, a response whose head it accepts (the
+common, canonical kind, framed by Content-Length) bypasses llhttp: its head and body
+go to the exchange through the same callbacks.
 
-`PoolRuntime` is one pool as the data plane sees it (the live `Pool`, one `UpstreamPool`
-per backend, the retry budget and the queue for a free slot). It is here, not in
-runtime.py, to be compiled with the rest.
+`ProxyPool` is one pool as the data plane sees it (its live balancer `state`, one
+`BackendConnections` per backend, the retry budget and the queue for a free slot). It is
+here, not in runtime.py, to be compiled with the rest.
 
 Compiled (setup.py), the classes here are extension types with the fields `upstream.pxd`
 declares: an attribute added here must be declared there too.
@@ -32,7 +34,6 @@ from typing import TYPE_CHECKING
 import httptools
 
 from haproxyd.balancer.state import Backend
-from haproxyd.proxy.flow import PAUSE_UPSTREAM_FULL
 from haproxyd.proxy.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -55,7 +56,7 @@ except ImportError:  # not compiled: llhttp reads every response
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Pool
     from haproxyd.config.schema import PoolConfig
-    from haproxyd.proxy.client import Exchange
+    from haproxyd.proxy.exchange import Exchange
     from haproxyd.proxy.resolver import Resolver
 
 log = logging.getLogger("haproxyd.upstream")
@@ -79,15 +80,15 @@ class UpstreamConnection:
         "closed",
         "exchange",
         "idle_since",
+        "owner",
         "parser",
-        "pool",
         "requests",
         "transport",
         "tunnel",
     )
 
-    def __init__(self, pool: UpstreamPool) -> None:
-        self.pool = pool
+    def __init__(self, owner: BackendConnections) -> None:
+        self.owner = owner  # the keep-alive pool of its backend
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -137,18 +138,15 @@ class UpstreamConnection:
         try:
             self.parser.feed_data(data)
             if self.exchange is exchange:
-                # Still in flight: the read is activity (the response timeout counts
-                # from the last one; an exchange that ended has its next deadline).
-                exchange.client.touch()
-                if exchange.out:
-                    exchange.flush()
+                # Still in flight (an exchange that ended has its next deadline).
+                exchange.on_read_end()
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             if self.exchange is not None:
-                self.exchange.on_upstream_upgraded(self, data[offset:])
+                self.exchange.on_upgraded(self, data[offset:])
         except httptools.HttpParserError as exc:
             if self.exchange is not None:
-                self.exchange.on_upstream_failed(self, "invalid response", str(exc))
+                self.exchange.on_invalid("invalid response", str(exc))
             self.close()
 
     def _scanned_response(self, exchange: Exchange, head: tuple) -> None:
@@ -158,7 +156,7 @@ class UpstreamConnection:
         # The same call the llhttp path makes: the backend's status line is already
         # the client's, `kept` stands for the forwarded header lines (joined), and the
         # Content-Length is the one special.
-        exchange.on_response_head(status, [line, kept], [(CONTENT_LENGTH, length_value)])
+        exchange.on_head(status, [line, kept], [(CONTENT_LENGTH, length_value)])
         if self.exchange is not exchange:
             return  # the exchange let this connection go (a retried 5xx)
         self._keep_alive_after = keep_alive
@@ -171,10 +169,8 @@ class UpstreamConnection:
         if size < left:
             self._body_left = left - size
             if size:  # (none: only the head came in this read)
-                exchange.bytes_out += size
-                exchange.out.append(data)
-            exchange.client.touch()
-            exchange.flush()
+                exchange.on_body(data)
+            exchange.on_read_end()
             return
         keep_alive = self._keep_alive_after
         if size > left:
@@ -184,16 +180,15 @@ class UpstreamConnection:
             keep_alive = False
         self._body_left = 0
         if left:  # (none: an empty body)
-            exchange.bytes_out += left
-            exchange.out.append(data)
-        exchange.complete(self, keep_alive, None)
+            exchange.on_body(data)
+        exchange.on_complete(self, keep_alive, None)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool.forget(self)
+        self.owner.forget(self)
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
@@ -201,17 +196,17 @@ class UpstreamConnection:
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
-            exchange.on_upstream_lost(self, self._got_bytes)
+            exchange.on_lost(self, self._got_bytes)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.pause_reading_for(PAUSE_UPSTREAM_FULL)
+            self.exchange.on_backend_full(True)
         elif self.tunnel is not None:
             self.tunnel.pause_reading()
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.resume_reading_for(PAUSE_UPSTREAM_FULL)
+            self.exchange.on_backend_full(False)
         elif self.tunnel is not None:
             self.tunnel.resume_reading()
 
@@ -255,20 +250,12 @@ class UpstreamConnection:
             # them too): a client that believed the framing would read the next
             # response as this one's body. (The scanner takes neither status.)
             specials = [s for s in specials if s[0] != CONTENT_LENGTH and s[0] != TRANSFER_ENCODING]
-        exchange.on_response_head(status, parts, specials)
+        exchange.on_head(status, parts, specials)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         if exchange is not None:
-            # Into the exchange's `out` (written by `Exchange.flush` after this read):
-            # done here rather than by a call to the exchange, since it runs for every
-            # read of every response body.
-            exchange.bytes_out += len(body)
-            if exchange.chunked_out:
-                if body:
-                    exchange.out += (b"%x\r\n" % len(body), body, CRLF)
-            else:
-                exchange.out.append(body)
+            exchange.on_body(body)  # written by its `on_read_end`, after this read
 
     def on_message_complete(self) -> None:
         trailers = self._trailers
@@ -280,7 +267,7 @@ class UpstreamConnection:
             # Interim responses are skipped; a 101 ends in HttpParserUpgrade, which
             # turns this connection into a tunnel (see data_received).
             return
-        exchange.complete(self, self.parser.should_keep_alive(), trailers)
+        exchange.on_complete(self, self.parser.should_keep_alive(), trailers)
 
     def _next_message(self) -> None:
         """Set up the state of the next response."""
@@ -319,7 +306,7 @@ class UpstreamConnection:
             self.transport.close()
 
 
-class UpstreamPool:
+class BackendConnections:
     """Keep-alive connections to one backend.
 
     Owned by the data plane of one process; taking an idle connection (`Exchange._use`,
@@ -401,9 +388,10 @@ class UpstreamPool:
             self.idle.popleft().close()
 
 
-class PoolRuntime:
-    """A pool as the data plane uses it: live `Pool` plus a keep-alive pool per backend
-    (the client reads and writes its fields several times per request)."""
+class ProxyPool:
+    """A pool as the data plane uses it: its live balancer `state` (a `Pool`) plus a
+    keep-alive pool per backend (the exchange reads and writes its fields several
+    times per request)."""
 
     __slots__ = (
         "active",
@@ -411,22 +399,46 @@ class PoolRuntime:
         "default_host",
         "name",
         "passive",
-        "pool",
         "retries_active",
+        "state",
         "upstreams",
         "waiters",
     )
 
-    def __init__(self, name: str, config: PoolConfig, pool: Pool) -> None:
+    def __init__(self, name: str, config: PoolConfig, state: Pool) -> None:
         self.name = name
         self.config = config
-        self.pool = pool
-        self.upstreams: dict[str, UpstreamPool] = {}
+        self.state = state
+        self.upstreams: dict[str, BackendConnections] = {}
         self.default_host = b"localhost"
         self.passive = config.passive is not None  # report outcomes to outlier detection
         self.active = 0  # requests in flight on this pool's backends (this process)
         self.retries_active = 0  # of which retries
         self.waiters: collections.deque[Exchange] = collections.deque()
+
+    @property
+    def pool(self) -> Pool:
+        """The old name of `state`, kept while admin/api.py, admin/state.py,
+        supervisor.py and daemon.py (edited in parallel elsewhere) still read it; the
+        data plane reads `state`."""
+        return self.state
+
+    def select(self, exchange: Exchange) -> Backend | None:
+        """The backend for `exchange` (its first attempt, or a queued one), or None:
+        the one way the data plane asks the balancer (retries: `select_retry`)."""
+        balancer = self.state.balancer
+        return balancer.select(exchange)
+
+    def select_retry(self, exchange: Exchange, tried: list[Backend]) -> Backend | None:
+        """The backend for a retry of `exchange`: another one than those of `tried`
+        (another region, once all of this one's have failed it), else the failover's
+        next in line; when every candidate has failed the request once, the balancer's
+        choice again (the exchange then waits before it sends)."""
+        backend = self.state.select_retry(exchange, tried)
+        if backend is None:
+            balancer = self.state.balancer
+            backend = balancer.select(exchange)
+        return backend
 
     def retry_allowed(self) -> bool:
         """Envoy's retry budget: retries in flight stay within `budget_percent` of the

@@ -8,15 +8,17 @@ from types import SimpleNamespace
 import pytest
 
 from haproxyd.admin.api import deep_merge
-from haproxyd.admin.metrics import BUCKETS, RequestStats, code_class, merge, quantile
+from haproxyd.admin.metrics import code_class, merge, quantile
 from haproxyd.balancer.base import create
 from haproxyd.balancer.state import Backend, Pool
 from haproxyd.config.schema import PoolConfig
 from haproxyd.config.types import is_loopback
 from haproxyd.failover.events import EventLog
-from haproxyd.proxy.client import ClientProtocol, Exchange
+from haproxyd.proxy.client import ClientProtocol
+from haproxyd.proxy.exchange import Exchange
 from haproxyd.proxy.runtime import ProxyRuntime
-from haproxyd.proxy.upstream import PoolRuntime
+from haproxyd.proxy.stats import BUCKETS, RequestStats
+from haproxyd.proxy.upstream import ProxyPool
 
 
 def test_event_log_is_bounded_newest_first_and_keeps_totals():
@@ -81,7 +83,7 @@ def _exchange(pool, backend, status, start, termination="ok", ended=0.0):
     client = ClientProtocol(ProxyRuntime(SimpleNamespace(time=lambda: 0.0)), tls=False)
     exchange = Exchange(client)
     if pool:
-        exchange.pool = PoolRuntime(pool, PoolConfig(), Pool(pool, create("round_robin")))
+        exchange.pool = ProxyPool(pool, PoolConfig(), Pool(pool, create("round_robin")))
     exchange.backend = Backend(backend, "127.0.0.1", 9000) if backend else None
     exchange.status = status
     exchange.start = start
@@ -155,7 +157,7 @@ def test_merge_sums_worker_snapshots():
     pools = [
         SimpleNamespace(
             name="web",
-            pool=SimpleNamespace(
+            state=SimpleNamespace(
                 backends={
                     "a": SimpleNamespace(id="a", active=2, requests=5, failures=1, selections=5)
                 }

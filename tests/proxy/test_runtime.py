@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from haproxyd.proxy.client import RequestIds
+from haproxyd.proxy.request import RequestIds
 from haproxyd.proxy.runtime import ProxyRuntime
 
 

@@ -1,8 +1,8 @@
-# Cython declarations for metrics.py (compiled when Cython is present; see setup.py):
+# Cython declarations for stats.py (compiled when Cython is present; see setup.py):
 # `observe` runs once per request and reads the exchange's fields as C struct fields.
 cimport cython
 
-from haproxyd.proxy.client cimport Exchange
+from haproxyd.proxy.exchange cimport Exchange
 
 cdef class Series:
     cdef public dict codes

@@ -1,0 +1,184 @@
+"""A parsed request made ready for its exchange, whichever client protocol read it.
+
+- `plain_request` / `special_request`: the backend's head, once a client protocol has
+  read a request's line and headers into an `Exchange` (`parts` and `specials`,
+  headers.py). The common request (Host its only special header) takes the first; any
+  other the second, which also refuses what the proxy does not forward (BadRequest).
+- `ProxyRuntimeBase`: the runtime's fields read on every request (runtime.py derives
+  `ProxyRuntime` from it); `RequestIds`: the process's X-Request-ID values.
+
+Compiled (setup.py), with the fields and signatures `request.pxd` declares: an attribute
+added here must be declared there too, and the client calls the functions as C
+functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from haproxyd.proxy.headers import (
+    CRLF,
+    SEP,
+    BadRequest,
+    RequestMeta,
+    build_request_head,
+    drop_named,
+    set_value,
+)
+from haproxyd.proxy.target import host_ok, origin_form
+
+if TYPE_CHECKING:
+    from haproxyd.proxy.exchange import Exchange
+
+_HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see RequestIds.next
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+def request_basics(
+    exchange: Exchange, runtime: ProxyRuntimeBase, method: bytes, keep_alive: bool
+) -> None:
+    """What every request's head sets, whichever way it is read."""
+    exchange.method = method
+    exchange.is_head = method == b"HEAD"
+    exchange.keep_alive = keep_alive and not runtime.draining
+    if method in _IDEMPOTENT:
+        exchange.replay = []
+
+
+def plain_request(
+    exchange: Exchange,
+    runtime: ProxyRuntimeBase,
+    method: bytes,
+    keep_alive: bool,
+    host: bytes,
+    forwarded: bytes,
+) -> None:
+    """The backend's head for the common request (Host its only special header):
+    `exchange.parts` holds the request line to send, then the forwarded header
+    lines; `forwarded` is the client connection's `headers.forwarded_block`."""
+    request_basics(exchange, runtime, method, keep_alive)
+    url = exchange.url
+    exchange.request_id = request_id = runtime.request_ids.next()
+    pool = runtime.only_pool
+    parts = exchange.parts
+    if pool is None:
+        pool, target = runtime.route(host, url)
+        if target is not url:  # the route forwards the normalised path
+            exchange.url = target
+            parts[0] = b" ".join((method, target, b"HTTP/1.1\r\n"))
+    exchange.pool = pool
+    parts += (b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id, b"\r\n\r\n")
+    exchange.head = b"".join(parts)
+
+
+def special_request(
+    exchange: Exchange,
+    runtime: ProxyRuntimeBase,
+    method: bytes,
+    url: bytes,
+    upgrade: bool,
+    client_ip: bytes,
+    proto: bytes,
+) -> None:
+    """The backend's head for a request with special headers besides Host (or none):
+    framing, Connection, Expect, Upgrade, forwarding headers (`upgrade`: the request
+    asks for one, as its parser read it). Raises BadRequest for what is refused."""
+    meta = RequestMeta(exchange.specials)
+    if meta.host is None:
+        if not exchange.http10:
+            raise BadRequest(400, "missing Host header")
+    elif not host_ok(meta.host):
+        raise BadRequest(400, "invalid Host header")
+    parts = exchange.parts
+    if method == b"CONNECT":
+        raise BadRequest(405, "CONNECT is not supported")  # (authority-form target)
+    url, authority = origin_form(method, url)
+    if authority is not None:
+        # Absolute-form: its authority is the host (RFC 9112 §3.2.2), for the
+        # route, the backend's Host and X-Forwarded-Host alike.
+        if meta.host is None:
+            parts += (b"Host", SEP, authority, CRLF)
+        else:
+            set_value(parts, b"host", authority)
+        meta.host = authority
+        exchange.url = url
+    if meta.connection is not None:
+        named = meta.named_by_connection()
+        if named:
+            drop_named(parts, 1, named)
+    if upgrade and (meta.chunked or (meta.content_length or b"0").strip(b"0")):
+        # llhttp reads no body of an upgrade request (httptools has it skip one),
+        # and a WebSocket handshake never has one (RFC 6455 §4.1).
+        raise BadRequest(400, "upgrade request with a body")
+    exchange.kept_end = len(parts)
+    exchange.expect_continue = meta.expect_continue and not exchange.http10
+    if meta.content_length is not None:
+        max_body = runtime.max_body_bytes
+        if max_body and int(meta.content_length) > max_body:
+            raise BadRequest(413, "request body too large")
+        framing = b"Content-Length: " + meta.content_length + CRLF
+    elif meta.chunked:
+        exchange.chunked_in = True
+        framing = b"Transfer-Encoding: chunked\r\n"
+    else:
+        framing = b""  # no body (llhttp reads none without a length or chunked)
+    exchange.request_id = request_id = meta.xrid or runtime.request_ids.next()
+    pool, url = runtime.route(meta.host, url)
+    exchange.pool = pool
+    exchange.url = url
+    exchange.head = build_request_head(
+        b" ".join((method, url, b"HTTP/1.1\r\n")),
+        parts,
+        meta,
+        client_ip=client_ip,
+        proto=proto,
+        request_id=request_id,
+        framing=framing,
+        default_host=pool.default_host if pool is not None else b"localhost",
+        upgrade=upgrade,
+    )
+
+
+class ProxyRuntimeBase:
+    """The fields of `ProxyRuntime` (runtime.py) that the data plane reads on every
+    request or connection. `ProxyRuntime` derives from this class and sets them;
+    compiled (request.pxd), they are C fields, read without a lookup, while the rest
+    of the runtime stays an ordinary Python object."""
+
+    __slots__ = (
+        "connect_timeout",
+        "connection_limit",
+        "connections",
+        "draining",
+        "exchange_listeners",
+        "header_timeout",
+        "idle_timeout",
+        "loop",
+        "max_body_bytes",
+        "max_header_bytes",
+        "only_pool",
+        "passive_report",
+        "request_ids",
+        "response_timeout",
+        "shedding",
+    )
+
+
+class RequestIds:
+    """The X-Request-ID values of one process: `prefix`, then a counter in hex."""
+
+    __slots__ = ("_counter", "_high", "prefix")
+
+    def __init__(self, prefix: bytes, counter: int = 0) -> None:
+        self.prefix = prefix
+        self._counter = counter  # the last value given out
+        self._high = b""
+
+    def next(self) -> bytes:
+        n = self._counter = self._counter + 1
+        low = n & 0xFFF
+        if low == 0 or not self._high:
+            self._high = b"%s-%05x" % (self.prefix, n >> 12)
+        # = b"%s-%08x" % (prefix, n): the last three hex digits come from a table, the
+        # rest is formatted once per 4,096 requests (formatting costs more than a concat).
+        return self._high + _HEX3[low]
