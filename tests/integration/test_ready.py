@@ -18,6 +18,7 @@ from helpers.cluster import make_nodes, wait_leader
 from helpers.daemon import Daemon, free_port
 from helpers.failover import CHECK
 from helpers.http1 import wait_until
+from helpers.process import wait_workers
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,6 +62,21 @@ def test_ready_while_serving_without_token_even_with_read_auth(backend, daemon):
     assert refused.value.code == 401
     # A name that is not this admin API's is still misdirected (DNS rebinding).
     assert ready(d, host="evil.example")[0] == 421
+
+
+def test_ready_with_worker_processes_and_not_while_they_drain(backend, daemon):
+    # The master answers for its workers: listening sockets bound and a worker serving.
+    d = daemon([backend("b1")], extra={"workers": 2}, timeouts={"drain_grace": "5s"})
+    wait_workers(d, 2)
+    assert ready(d) == (200, {"ready": True, "reasons": []})
+    conn = d.conn(timeout=10)
+    try:
+        assert conn.request("GET", "/").status == 200  # keeps a worker draining
+        d.send_signal(signal.SIGTERM)
+        wait_ready_state(d, 503, "shutting down", timeout=4.0)
+    finally:
+        conn.close()
+    assert d.wait_exit(20) == 0, d.diag()
 
 
 def test_not_ready_while_every_backend_is_down_and_ready_again_after(backend, daemon):
