@@ -39,10 +39,13 @@ ENV PATH=/opt/haproxyd/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HAPROXYD_CONFIG=/etc/haproxyd/haproxyd.yaml
+# /var/log/haproxyd is the user's: a named volume mounted there (the HA stack's access
+# logs) starts with this directory's owner, so the daemon can write to it.
 RUN groupadd --system --gid 10001 haproxyd \
     && useradd --system --uid 10001 --gid haproxyd --home-dir /nonexistent \
        --no-create-home --shell /usr/sbin/nologin haproxyd \
-    && mkdir -p /etc/haproxyd
+    && mkdir -p /etc/haproxyd /var/log/haproxyd \
+    && chown haproxyd:haproxyd /var/log/haproxyd
 COPY --from=build /opt/haproxyd /opt/haproxyd
 COPY deploy/healthcheck.py deploy/demo_backend.py /opt/haproxyd/libexec/
 USER 10001:10001

@@ -62,6 +62,9 @@ class Daemon:
         self.servers: dict[ListenerKey, asyncio.Server] = {}  # in-process data plane only
         self.reloads = {"ok": 0, "error": 0}
         self.last_reload: dict[str, object] = {"result": None, "errors": [], "time": None}
+        # Set by the first step of `shutdown`: GET /ready answers 503 from then on, so a
+        # VIP or an orchestrator moves traffic away while in-flight requests drain.
+        self.stopping = False
         self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
 
     # -- lifecycle --
@@ -174,6 +177,44 @@ class Daemon:
             return []
         log.info("cluster: applying shared config version %d", version)
         return await self.reload(cfg)
+
+    # -- what GET /ready asks (haproxyd/admin/ready.py, `ReadinessHost`) --
+
+    def listeners_accepting(self) -> tuple[int, int]:
+        """(configured listeners that accept connections now, configured listeners).
+        With workers, the master's sockets queue connections for them, but only a
+        running worker answers: none running counts as nothing accepting."""
+        listeners = self.config.listeners
+        if self.workers is not None:
+            if not any(w.ready.is_set() for w in self.workers.workers.values()):
+                return 0, len(listeners)
+            bound = set(self.sockets.slots)
+        else:
+            bound = {(k[0], k[1]) for k, server in self.servers.items() if server.is_serving()}
+        accepting = sum((i.address.host, i.address.port) in bound for i in listeners)
+        return accepting, len(listeners)
+
+    def selectable_backends(self) -> dict[str, int]:
+        """Per pool, how many backends the balancer may pick now (up, not drained or in
+        maintenance, in the failover decision's active set)."""
+        if self.runtime is None:
+            return {}
+        return {name: len(pool.pool.selectable) for name, pool in self.runtime.pools.items()}
+
+    def config_errors(self) -> list[str]:
+        """Why the running config is not the one this node should run. A rejected
+        reload is not such a reason: the previous config keeps serving, as with nginx
+        and HAProxy. A cluster's shared config that this node could not apply is: the
+        node routes by other pools and routes than its peers."""
+        if self.runtime is None:
+            return ["not started"]
+        if self.cluster is not None and self.cluster.config_error is not None:
+            return [self.cluster.config_error]
+        return []
+
+    def fenced(self) -> str | None:
+        """Why the cluster goes on without this node (None standalone, or a member)."""
+        return self.cluster.fenced if self.cluster is not None else None
 
     def listen_addresses(self) -> list[str]:
         out = []
@@ -288,6 +329,7 @@ class Daemon:
         runtime = self.runtime
         assert runtime is not None
         timeout = self.config.timeouts.shutdown
+        self.stopping = True
         if self.cluster is not None:
             # Leave first (and give up the lease) so that a successor takes over at
             # once instead of after the lease runs out.

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from haproxyd.admin.errors import APIError, errors_middleware, pydantic_details
 from haproxyd.admin.metrics import HaproxydCollector
 from haproxyd.admin.openapi import openapi_document
+from haproxyd.admin.ready import READY_PATH, ready_handler
 from haproxyd.admin.security import guard_middleware
 from haproxyd.admin.state import AdminState
 from haproxyd.admin.status_page import STATUS_PAGE
@@ -774,6 +775,7 @@ def build_app(state: AdminState) -> web.Application:
     r.add_get("/", status_page)
     r.add_get("/api/v1/openapi.json", openapi)
     r.add_get("/metrics", metrics)
+    r.add_get(READY_PATH, ready_handler(lambda request: _state(request).daemon))
     r.add_get(f"{API}/status", get_status)
     r.add_get(f"{API}/config", get_config)
     r.add_get(f"{API}/load-balancer/stats", lb_stats)

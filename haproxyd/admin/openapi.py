@@ -490,6 +490,7 @@ def _schemas() -> dict[str, Any]:
         "BackendPatch": patch,
         "FailoverTrigger": trigger,
         "FailoverResult": trigger_result,
+        "Readiness": _obj({"ready": BOOL, "reasons": {"type": "array", "items": STR}}),
         "ConfigView": _obj({"config_version": INT, "config": {"type": "object"}}),
         "ConfigUpdateResult": update_result,
     }
@@ -643,6 +644,23 @@ def _document() -> dict[str, Any]:
                     }
                 },
                 READ,
+                tag="meta",
+            )
+        },
+        "/ready": {
+            "get": _op(
+                "Readiness",
+                {
+                    200: _json("Readiness", "This node serves: send it traffic."),
+                    503: _json(
+                        "Readiness",
+                        "Not now (shutting down, a listener closed, no pool with a "
+                        "selectable backend, fenced off its cluster): see `reasons`.",
+                    ),
+                },
+                (),
+                description="For keepalived and orchestrators; open even with "
+                "admin.read_auth. The reasons name no pool, backend or address.",
                 tag="meta",
             )
         },

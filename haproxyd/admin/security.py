@@ -46,8 +46,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # DELETE reads no body
-# Never behind auth: they show no state (the page asks the API, with the token).
-PUBLIC_PATHS = frozenset({"/", "/api/v1/openapi.json", "/favicon.ico"})
+# Never behind auth: they show no state (the page asks the API, with the token), or,
+# /ready, only which readiness condition fails, for probes that hold no token (ready.py).
+PUBLIC_PATHS = frozenset({"/", "/api/v1/openapi.json", "/favicon.ico", "/ready"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")

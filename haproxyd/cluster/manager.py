@@ -142,6 +142,11 @@ class ClusterManager:
         self._votes: dict[str, dict[str, str]] = {}  # live node -> its verdicts (leader)
         self.stale_writes = 0  # leader writes Redis refused (fencing)
         self.probes: dict[str, bool] = {}  # peer admin address -> answered
+        # peer admin address -> the cluster role its status reported (None: unknown)
+        self.peer_roles: dict[str, str | None] = {}
+        self._redis_lost_at: float | None = None  # monotonic; None while Redis answers
+        # Why this node does not run the cluster's newest shared config (None: it does).
+        self.config_error: str | None = None
         self._applied: dict[str, tuple[int, int]] = {}  # pool -> (term, version) applied
         self._pending: dict[str, Decision] = {}  # decisions waiting to be written
         self._writer: asyncio.Task[None] | None = None
@@ -303,6 +308,7 @@ class ClusterManager:
             self.redis_ok = True
             self.redis_error = ""
             self.last_contact = self.wall()
+            self._redis_lost_at = None
         if self.lease is not None and not self.is_leader:
             self._step_down("lease expired" if self.has_quorum else "quorum lost")
 
@@ -365,6 +371,8 @@ class ClusterManager:
             log.error("cluster: Redis unreachable (%s): serving with the last known state", exc)
         self.redis_ok = False
         self.redis_error = str(exc) or type(exc).__name__
+        if self._redis_lost_at is None:
+            self._redis_lost_at = self.clock()
         if self._local_fallback_now():
             self._follow(False)
 
@@ -514,6 +522,11 @@ class ClusterManager:
             errors = await self.host.apply_cluster_config(document, version)
             if errors:
                 log.error("cluster: cannot apply shared config version %d: %s", version, errors)
+            self.config_error = (
+                f"cannot apply the cluster's shared config version {version} (see the log)"
+                if errors
+                else None
+            )
             # Tried once either way; a newer version will be tried again.
             self.cluster_version, self.document = version, document
 
@@ -547,6 +560,7 @@ class ClusterManager:
                 self._redis_down(exc)
                 raise ClusterUnavailable(f"Redis unreachable: {self.redis_error}") from None
             self.cluster_version, self.document = current + 1, document
+            self.config_error = None  # the caller validated this one and applies it
             return current + 1
 
     async def catch_up(self) -> None:
@@ -579,19 +593,57 @@ class ClusterManager:
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _probe_peers(self) -> None:
-        if self._http is None:
+        http = self._http
+        if http is None:
             return
         addresses = self._peer_addresses()
 
-        async def probe(url: str) -> bool:
+        # Every node has the same token (docs/operations.md): with read_auth the status
+        # needs it, and its `role` is what `fenced` weighs.
+        token = self.host.config.admin.token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+        async def probe(url: str) -> tuple[bool, str | None]:
             try:
-                async with self._http.get(f"{url}/api/v1/ha/status") as response:  # type: ignore[union-attr]
-                    return response.status < 500
+                async with http.get(f"{url}/api/v1/ha/status", headers=headers) as response:
+                    role = None
+                    if response.status == 200:
+                        with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+                            body = await response.json()
+                            role = body.get("role") if isinstance(body, dict) else None
+                    return response.status < 500, role if isinstance(role, str) else None
             except (TimeoutError, aiohttp.ClientError, OSError):
-                return False
+                return False, None
 
         results = await asyncio.gather(*(probe(a) for a in addresses))
-        self.probes = dict(zip(addresses, results, strict=True))
+        self.probes = {a: ok for a, (ok, _) in zip(addresses, results, strict=True)}
+        self.peer_roles = {a: role for a, (_, role) in zip(addresses, results, strict=True)}
+
+    @property
+    def fenced(self) -> str | None:
+        """Why the cluster goes on without this node, or None. That is: Redis has not
+        answered this node for longer than a member record lives (the others count it
+        `lost`), while a peer this node can reach leads the cluster. Its failover
+        decisions and config can then be stale, and a VIP belongs on a member
+        (GET /ready). Redis down for every node is not fencing: no peer leads then,
+        every node is degraded and keeps serving, and so should the VIP's holder.
+
+        The wait also outlasts a leader that lost Redis too (it acts until its lease
+        runs out by its own clock) plus one probe round, so such a leader's stale
+        `role` is never taken for a cluster that goes on without us."""
+        if self.redis_ok is not False or self._redis_lost_at is None:
+            return None
+        settings = self.settings
+        cut_off = self.clock() - self._redis_lost_at
+        beat = settings.heartbeat_interval
+        if cut_off < max(beat * RECORD_TTL_BEATS, settings.lease_ttl) + beat + PROBE_TIMEOUT:
+            return None
+        if not any(role == "leader" for role in self.peer_roles.values()):
+            return None
+        return (
+            f"fenced off the cluster: Redis unreachable from this node for {cut_off:.0f}s "
+            "while a peer leads the cluster"
+        )
 
     # -- reading -----------------------------------------------------------------------
 

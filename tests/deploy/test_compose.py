@@ -2,7 +2,9 @@
 specification's JSON schema (vendored in data/, see data/README.md), every file it
 references exists, and its parts agree with each other (the node configs name the
 compose services they talk to, Prometheus scrapes the nodes' admin ports, Grafana's
-provisioning points at the mounted dashboard)."""
+provisioning points at the mounted dashboard, keepalived sits in each node's network
+namespace and checks its /ready, Vector reads the files the nodes write, and Grafana's
+Loki and Jaeger data sources link to each other)."""
 
 from __future__ import annotations
 
@@ -74,8 +76,9 @@ def referenced_paths() -> list[tuple[str, Path]]:
         if isinstance(build, dict):
             context = REPO / build.get("context", ".")
             refs.append((f"{name}.build.context", context))
-            dockerfile = context / build.get("dockerfile", "Dockerfile")
-            refs.append((f"{name}.build.dockerfile", dockerfile))
+            if "dockerfile_inline" not in build:
+                dockerfile = context / build.get("dockerfile", "Dockerfile")
+                refs.append((f"{name}.build.dockerfile", dockerfile))
         for index, volume in enumerate(service.get("volumes", [])):
             where = f"{name}.volumes[{index}]"
             if isinstance(volume, str):
@@ -111,6 +114,9 @@ def test_every_referenced_file_exists() -> None:
         "examples/grafana/provisioning/datasources",
         "examples/grafana/provisioning/dashboards",
         "examples/redis/sentinel.conf",
+        "examples/keepalived",
+        "examples/keepalived/keepalived.conf",
+        "examples/vector/vector.yaml",
     } <= named
 
 
@@ -141,8 +147,15 @@ def mount_source(service: dict[str, Any], target: str) -> Path:
     raise AssertionError(f"nothing is mounted at {target}")
 
 
+HAPROXYD_IMAGE = "haproxyd:local"
+
+
 def haproxyd_nodes() -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in SERVICES.items() if s.get("entrypoint") is None and "build" in s}
+    return {
+        n: s
+        for n, s in SERVICES.items()
+        if s.get("image") == HAPROXYD_IMAGE and s.get("entrypoint") is None
+    }
 
 
 def host_of(address: str) -> str:
@@ -183,7 +196,11 @@ def test_three_cluster_nodes_each_with_its_own_config() -> None:
 
 def test_demo_backends_run_the_script_the_image_ships() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    backends = {n: s for n, s in SERVICES.items() if s.get("entrypoint")}
+    backends = {
+        n: s
+        for n, s in SERVICES.items()
+        if s.get("image") == HAPROXYD_IMAGE and s.get("entrypoint")
+    }
     assert sorted(backends) == ["backend-1", "backend-2", "backend-3"]
     for name, service in backends.items():
         script = PurePosixPath(service["entrypoint"][-1])
@@ -301,3 +318,84 @@ def test_the_sentinel_profile_can_carry_the_nodes_redis() -> None:
         assert load_config(path, env=unset).cluster.redis_url.startswith("redis://redis:")
         sentinel = {**COMPOSE_ENV, "HAPROXYD_REDIS_URL": url}
         assert load_config(path, env=sentinel).cluster.redis_url == url
+
+
+# -- traces and logs -----------------------------------------------------------------------
+
+
+def service_host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname and parts.port, url
+    return parts.hostname, parts.port
+
+
+def test_the_nodes_otlp_endpoint_is_jaegers() -> None:
+    jaeger = SERVICES["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/")
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]  # the UI
+    for name, node in haproxyd_nodes().items():
+        host, port = service_host_port(node["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert (host, port) == ("jaeger", 4318), name  # Jaeger's OTLP/HTTP receiver
+        assert set(node["networks"]) & set(jaeger["networks"]), name
+
+
+def test_vector_reads_the_access_logs_the_nodes_write() -> None:
+    vector = SERVICES["vector"]
+    config_arg = vector["command"][vector["command"].index("--config") + 1]
+    config = yaml.safe_load(mount_source(vector, config_arg).read_text())
+    (source,) = config["sources"].values()
+    assert source["type"] == "file"
+    (pattern,) = source["include"]
+    log_volume = next(
+        v for v in vector["volumes"] if isinstance(v, str) and v.startswith("haproxyd-logs:")
+    )
+    log_dir = log_volume.split(":")[1]
+    for name, node in haproxyd_nodes().items():
+        cfg = load_config(mount_source(node, CONFIG_TARGET), env=COMPOSE_ENV)
+        assert cfg.access_log.enabled and cfg.access_log.path, name
+        path = PurePosixPath(cfg.access_log.path)
+        assert path.match(pattern), (name, path, pattern)
+        assert f"haproxyd-logs:{path.parent}" in node["volumes"], name
+        assert str(path.parent) == log_dir
+        assert path.name == f"{cfg.node.id}.access.log"  # the `node` label
+    (sink,) = config["sinks"].values()
+    assert sink["type"] == "loki" and sink["inputs"] == list(config["transforms"])
+    assert service_host_port(sink["endpoint"])[0] == "loki"
+    assert set(sink["labels"]) == {"job", "node", "pool"}  # few, bounded labels
+    assert sink["labels"]["job"] == "haproxyd"  # what the dashboard's logs panel asks for
+    assert "loki" in vector["depends_on"]
+
+
+def grafana_datasources() -> dict[str, dict[str, Any]]:
+    folder = mount_source(SERVICES["grafana"], "/etc/grafana/provisioning/datasources")
+    return {
+        ds["type"]: ds
+        for path in sorted(folder.glob("*.yml"))
+        for ds in yaml.safe_load(path.read_text())["datasources"]
+    }
+
+
+def test_grafana_links_logs_metrics_and_traces() -> None:
+    sources = grafana_datasources()
+    loki, jaeger, prometheus = sources["loki"], sources["jaeger"], sources["prometheus"]
+    for source in (loki, jaeger):
+        host, port = service_host_port(source["url"])
+        assert host in SERVICES and any(p.endswith(f":{port}") for p in SERVICES[host]["ports"]), (
+            source["url"]
+        )
+    # A log line's trace_id links to Jaeger; a span's logs are found in Loki.
+    (field,) = loki["jsonData"]["derivedFields"]
+    assert field["datasourceUid"] == jaeger["uid"] and field["url"] == "$${__value.raw}"
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    line = json.dumps({"status": 200, "trace_id": trace_id}, separators=(",", ":"))
+    found = re.search(field["matcherRegex"], line)
+    assert found and found.group(1) == trace_id
+    assert jaeger["jsonData"]["tracesToLogsV2"]["datasourceUid"] == loki["uid"]
+    (exemplars,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    assert exemplars["datasourceUid"] == jaeger["uid"]
+    assert "--enable-feature=exemplar-storage" in SERVICES["prometheus"]["command"]
+    # The dashboard shows the access log from that Loki.
+    document = json.loads((REPO / "examples" / "grafana" / "haproxyd-dashboard.json").read_text())
+    logs = [p for p in document["panels"] if p["type"] == "logs"]
+    assert logs and all(p["datasource"]["uid"] == loki["uid"] for p in logs)
+    assert all('job="haproxyd"' in t["expr"] for p in logs for t in p["targets"])

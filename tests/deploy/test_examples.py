@@ -113,12 +113,14 @@ def test_examples_show_what_their_names_say() -> None:
         assert config.cluster.enabled and config.cluster.quorum_size == 2
         assert config.cluster.redis_url.startswith("redis://")
         assert len(config.cluster.discovery_servers) == 2
-    # The three differ only where a node must (its id and its peers).
+    # The three differ only where a node must (its id, its peers, and its access log's
+    # file in the volume the nodes share, named after its id: the `node` label in Loki).
     bodies = []
     for config in nodes:
         data = config.model_dump(mode="json")
-        data["node"].pop("id")
+        node_id = data["node"].pop("id")
         data["cluster"].pop("discovery_servers")
+        assert data["access_log"].pop("path") == f"/var/log/haproxyd/{node_id}.access.log"
         bodies.append(data)
     assert bodies[0] == bodies[1] == bodies[2]
 
