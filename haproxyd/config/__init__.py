@@ -1,27 +1,66 @@
 """haproxyd configuration: YAML in, typed and validated frozen models out.
 
 Everything the rest of the daemon needs is re-exported here; the models themselves
-live in `schema.py` (one class per section, every field described).
+live in `schema.py` and the section modules it assembles (`sections/`).
+
+The names are resolved on first use (PEP 562), not at import: the balancer modules
+declare their options with this package's field types (`config.types`,
+`config.fields`), while the schema builds the balancer section from the balancer
+registry; importing the package eagerly would make that a cycle whenever a balancer
+module is imported first.
 """
 
-from haproxyd.config.errors import ConfigError, ConfigIssue
-from haproxyd.config.loader import load_config, load_config_text
-from haproxyd.config.schema import (
-    AccessLogConfig,
-    AdminConfig,
-    BackendConfig,
-    BalancerConfig,
-    ClusterConfig,
-    Config,
-    FailoverConfig,
-    HealthCheckConfig,
-    ListenerConfig,
-    PoolConfig,
-    RouteConfig,
-    default_config,
-    validate_document,
-)
-from haproxyd.config.types import Address, Duration
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from haproxyd.config.errors import ConfigError, ConfigIssue
+    from haproxyd.config.loader import load_config, load_config_text
+    from haproxyd.config.schema import (
+        AccessLogConfig,
+        AdminConfig,
+        BackendConfig,
+        BalancerConfig,
+        ClusterConfig,
+        Config,
+        FailoverConfig,
+        HealthCheckConfig,
+        ListenerConfig,
+        PoolConfig,
+        RouteConfig,
+        default_config,
+        validate_document,
+    )
+    from haproxyd.config.types import Address, Duration
+
+_WHERE = {
+    "ConfigError": "errors",
+    "ConfigIssue": "errors",
+    "load_config": "loader",
+    "load_config_text": "loader",
+    "Address": "types",
+    "Duration": "types",
+    **dict.fromkeys(
+        (
+            "AccessLogConfig",
+            "AdminConfig",
+            "BackendConfig",
+            "BalancerConfig",
+            "ClusterConfig",
+            "Config",
+            "FailoverConfig",
+            "HealthCheckConfig",
+            "ListenerConfig",
+            "PoolConfig",
+            "RouteConfig",
+            "default_config",
+            "validate_document",
+        ),
+        "schema",
+    ),
+}
 
 __all__ = [
     "AccessLogConfig",
@@ -44,3 +83,13 @@ __all__ = [
     "load_config_text",
     "validate_document",
 ]
+assert sorted(__all__) == sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
