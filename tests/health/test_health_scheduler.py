@@ -15,7 +15,8 @@ import pytest
 from health_helpers import Stub, closed_port, hc, make_pool, pool_config, wait_until
 
 from haproxyd.balancer.state import Backend, BackendState
-from haproxyd.health.scheduler import HealthScheduler, _Session
+from haproxyd.health.scheduler import HealthScheduler
+from haproxyd.health.session import Session
 
 FAST = dict(interval=0.05, timeout=0.5, jitter=0.0)
 
@@ -143,7 +144,7 @@ async def test_probe_timeout(tcp_server, scheduler_factory):
 
 
 def fake_session(config, status="up", passes=0, fails=0):
-    session = _Session(("p", "b", "a", "k"), None, None, config, status, 0.0)
+    session = Session(("p", "b", "a", "k"), None, None, config, status, 0.0)
     session.passes, session.fails = passes, fails
     return session
 
