@@ -80,7 +80,7 @@ def _command(value: Any) -> Any:
     return value
 
 
-class _CheckBase(Section):
+class CheckBase(Section):
     """Fields common to every health check."""
 
     interval: Duration = Field(5.0, gt=0, description="Time between probes.")
@@ -104,7 +104,7 @@ class _CheckBase(Section):
 _Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class HttpCheck(_CheckBase):
+class HttpCheck(CheckBase):
     """An HTTP request; passes on an expected status (and body)."""
 
     type: Literal["http"] = Field(description="Check type.")
@@ -152,7 +152,7 @@ class HttpCheck(_CheckBase):
         return value
 
 
-class TcpCheck(_CheckBase):
+class TcpCheck(CheckBase):
     """A TCP connect, optionally a send and an expected reply."""
 
     type: Literal["tcp"] = Field(description="Check type.")
@@ -163,7 +163,7 @@ class TcpCheck(_CheckBase):
     port: _Port | None = Field(None, description="Probe this port instead of the backend's.")
 
 
-class DatabaseCheck(_CheckBase):
+class DatabaseCheck(CheckBase):
     """A database login (and query) through the server's own protocol."""
 
     type: Literal["database"] = Field(description="Check type.")
@@ -174,7 +174,7 @@ class DatabaseCheck(_CheckBase):
     port: _Port | None = Field(None, description="Probe this port instead of the backend's.")
 
 
-class RedisCheck(_CheckBase):
+class RedisCheck(CheckBase):
     """A Redis PING (and role check)."""
 
     type: Literal["redis"] = Field(description="Check type.")
@@ -186,7 +186,7 @@ class RedisCheck(_CheckBase):
     port: _Port | None = Field(None, description="Probe this port instead of the backend's.")
 
 
-class SystemMetricsCheck(_CheckBase):
+class SystemMetricsCheck(CheckBase):
     """Load reported by an agent on the target (or this host in node_checks)."""
 
     type: Literal["system_metrics"] = Field(description="Check type.")
@@ -198,7 +198,7 @@ class SystemMetricsCheck(_CheckBase):
     max_load1: float | None = Field(None, ge=0, description="Fail above this 1-minute load.")
 
 
-class CustomScriptCheck(_CheckBase):
+class CustomScriptCheck(CheckBase):
     """An operator's command: exit status 0 passes."""
 
     type: Literal["custom_script"] = Field(description="Check type.")
@@ -208,7 +208,7 @@ class CustomScriptCheck(_CheckBase):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
 
 
-class DiskSpaceCheck(_CheckBase):
+class DiskSpaceCheck(CheckBase):
     """Free space of a filesystem on this host."""
 
     type: Literal["disk_space"] = Field(description="Check type.")
@@ -225,7 +225,7 @@ class DiskSpaceCheck(_CheckBase):
         return self
 
 
-class MemoryUsageCheck(_CheckBase):
+class MemoryUsageCheck(CheckBase):
     """Memory use of this host."""
 
     type: Literal["memory_usage"] = Field(description="Check type.")
