@@ -47,6 +47,7 @@ from haproxyd.admin.forwarding import (
 )
 from haproxyd.admin.state import AdminState
 from haproxyd.balancer.state import Backend, BackendState, Pool
+from haproxyd.config.schema import BackendConfig
 
 log = logging.getLogger("haproxyd.admin")
 
@@ -57,15 +58,37 @@ StateWord = Literal["ready", "drain", "maint"]
 
 
 class BackendPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A change of a backend: its weight, its state, or both."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"minProperties": 1, "example": {"state": "drain"}}
+    )
 
     weight: Annotated[int, Strict()] | None = Field(
         None, ge=0, le=1000, description="New configured and effective weight."
     )
     state: StateWord | None = Field(
         None,
-        description="ready: back to what health says; drain: no new requests, in-flight "
-        "ones finish; maint: out of balancing and out of health checks.",
+        description="ready: end a drain/maint (health decides up or down); drain: no new "
+        "requests, in-flight ones finish, health checks go on; maint: out of balancing and "
+        "out of health checks.",
+    )
+
+
+class NewBackend(BackendConfig):
+    """A backend to add: a backend of the config (`pools.<pool>.backends[]`), the pool
+    it joins, and the state it starts in. `add_backend` reads `pool` and `state` and
+    validates the rest as the `BackendConfig` it is."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"pool": "web", "id": "web-4", "address": "127.0.0.1:9004", "weight": 1}
+        }
+    )
+
+    pool: str = Field(min_length=1, description="An existing pool.")
+    state: StateWord | None = Field(
+        None, description="Start drained or in maintenance (default: ready)."
     )
 
 
@@ -84,8 +107,6 @@ def _target_state(state: AdminState, pool: Pool, backend: Backend, word: str) ->
 
 
 async def add_backend(request: web.Request) -> web.Response:
-    from haproxyd.config.schema import BackendConfig
-
     state = request_state(request)
     body = await json_object(request)
     details = []

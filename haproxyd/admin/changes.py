@@ -42,7 +42,14 @@ RESTART_ONLY_ADMIN_FIELDS = ("address", "tls")
 
 
 class FailoverTrigger(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A forced failover of one pool."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"pool": "web", "to": "backup", "reason": "planned maintenance"}
+        },
+    )
 
     pool: Annotated[str, Strict()] = Field(min_length=1, description="The pool to fail over.")
     to: Literal["backup", "primary"] | None = Field(
