@@ -315,7 +315,7 @@ class AdminState:
             return []
         out = []
         for c in health.statuses(pool, backend):
-            last_ok = getattr(c, "last_ok", None)
+            last_ok = c.last_ok
             out.append(
                 {
                     "pool": c.pool,

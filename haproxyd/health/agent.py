@@ -91,6 +91,7 @@ class SystemMetricsCheck(Check):
 
     def __init__(self, config: AgentCheckConfig) -> None:
         super().__init__(config)
+        self.port = config.port
         self.max_cpu = config.max_cpu_percent
         self.max_load1 = config.max_load1
         self.send = config.send.encode() if config.send is not None else None

@@ -74,6 +74,8 @@ class Check:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        # The check's `port` override, for the types that have one; None: the backend's.
+        self.port: int | None = None
 
     async def probe(self, backend: Backend | None) -> CheckResult:
         raise NotImplementedError
@@ -91,8 +93,7 @@ class Check:
     def target(self, backend: Backend) -> tuple[str, int]:
         """(host, port) to probe: the backend's address, or its host with the check's
         `port` override (HAProxy `port`/`agent-port`)."""
-        port = getattr(self.config, "port", None)
-        return backend.host, int(port) if port else backend.port
+        return backend.host, self.port or backend.port
 
 
 REGISTRY: dict[str, type[Check]] = {}

@@ -56,6 +56,7 @@ class DatabaseCheck(Check):
 
     def __init__(self, config: DatabaseCheckConfig) -> None:
         super().__init__(config)
+        self.port = config.port
         self.flavor = config.flavor
         if self.flavor not in ("postgresql", "mysql"):
             raise ValueError(f"database flavor must be postgresql or mysql, not {self.flavor!r}")

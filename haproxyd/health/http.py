@@ -198,6 +198,7 @@ class HttpCheck(Check):
 
     def __init__(self, config: HttpCheckConfig) -> None:
         super().__init__(config)
+        self.port = config.port
         self.config: HttpCheckConfig = config
         self.method = config.method.upper()
         self.path = config.path

@@ -30,6 +30,7 @@ class RedisCheck(Check):
 
     def __init__(self, config: RedisCheckConfig) -> None:
         super().__init__(config)
+        self.port = config.port
         self.password = config.password
         self.db = config.db
         self.expect_role = config.expect_role

@@ -27,6 +27,7 @@ class TcpCheck(Check):
 
     def __init__(self, config: TcpCheckConfig) -> None:
         super().__init__(config)
+        self.port = config.port
         self.send = config.send.encode() if config.send is not None else None
         self.expect = re.compile(config.expect.encode()) if config.expect else None
 
