@@ -35,32 +35,8 @@ if TYPE_CHECKING:
     )
     from haproxyd.config.types import Address, Duration
 
-_WHERE = {
-    "ConfigError": "errors",
-    "ConfigIssue": "errors",
-    "load_config": "loader",
-    "load_config_text": "loader",
-    "Address": "types",
-    "Duration": "types",
-    **dict.fromkeys(
-        (
-            "AccessLogConfig",
-            "AdminConfig",
-            "BackendConfig",
-            "BalancerConfig",
-            "ClusterConfig",
-            "Config",
-            "FailoverConfig",
-            "HealthCheckConfig",
-            "ListenerConfig",
-            "PoolConfig",
-            "RouteConfig",
-            "default_config",
-            "validate_document",
-        ),
-        "schema",
-    ),
-}
+# Where the names live (the imports above say which module holds which).
+_MODULES = ("errors", "loader", "types", "schema")
 
 __all__ = [
     "AccessLogConfig",
@@ -83,13 +59,13 @@ __all__ = [
     "load_config_text",
     "validate_document",
 ]
-assert sorted(__all__) == sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    if name in __all__:
+        for module in _MODULES:
+            value = getattr(importlib.import_module(f"{__name__}.{module}"), name, None)
+            if value is not None:
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

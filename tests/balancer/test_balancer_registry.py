@@ -3,6 +3,8 @@ the config schema, the data plane's factory and docs/reference.md follow it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -73,3 +75,15 @@ def test_every_algorithm_builds_from_its_section_defaults() -> None:
         section = schema.BalancerConfig.model_validate({"algorithm": algorithm.name})
         balancer = base.create(algorithm.name, **registry.options_of(section))
         assert isinstance(balancer, algorithm.cls)
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["haproxyd.balancer.ring", "haproxyd.balancer.keys", "haproxyd.config", "haproxyd.cli"],
+)
+def test_the_registry_and_the_schema_import_in_any_order(first: str) -> None:
+    # The algorithm modules declare their options with config field types while the
+    # schema builds its balancer section from them: no import order may be a cycle.
+    code = f"import {first}; from haproxyd.config.schema import BalancerConfig; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
