@@ -17,6 +17,8 @@ from pydantic import Field
 # Python 3.12 and later.
 from typing_extensions import TypedDict
 
+from haproxyd.config.schema import Config
+
 Count = Annotated[int, Field(ge=0)]
 State = Literal["checking", "up", "down", "draining", "maint"]
 Role = Literal["standalone", "leader", "follower", "candidate", "degraded"]
@@ -374,7 +376,14 @@ class FailoverResult(TypedDict):
 
 class ConfigView(TypedDict):
     config_version: int
-    config: dict[str, Any]
+    config: Annotated[
+        Config,
+        _doc(
+            "The running config as GET shows it: every key, with its default where the "
+            "file left it out; secrets (admin.token, passwords, the password of "
+            "cluster.redis_url) read <redacted>."
+        ),
+    ]
 
 
 class ConfigUpdateResult(ClusterChange):

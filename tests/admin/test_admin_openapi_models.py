@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from helpers.openapi_schema import assert_matches
 from pydantic import BaseModel, TypeAdapter
 
 from haproxyd.admin import views
 from haproxyd.admin.backends import NewBackend
 from haproxyd.admin.openapi import REF, REQUESTS, openapi30, openapi_document
-from haproxyd.config.schema import BackendConfig
+from haproxyd.config.schema import BackendConfig, Config
 
 SOURCES = [*REQUESTS, *views.RESPONSES]
 DOCUMENT = openapi_document()
@@ -63,3 +64,29 @@ def test_the_document_speaks_openapi_3_0_and_every_ref_resolves() -> None:
             assert node["$ref"].removeprefix("#/components/schemas/") in COMPONENTS
     # The document is plain JSON.
     assert json.loads(json.dumps(DOCUMENT)) == DOCUMENT
+
+
+def test_the_config_view_holds_the_config_models_schema() -> None:
+    config = COMPONENTS["ConfigView"]["properties"]["config"]
+    assert config["$ref"] == "#/components/schemas/Config"
+    schema = Config.model_json_schema(ref_template=REF, mode="serialization")
+    assert COMPONENTS["Config"] == openapi30(schema)
+
+
+async def test_what_the_read_endpoints_answer_matches_the_document_strictly(hap, backend):
+    # Strict: an object's undescribed key fails too (schemathesis lets it through).
+    h = await hap(
+        pools={"web": {"backends": [backend("web-1").config()], "passive": {}}},
+        extra={"node_checks": [{"type": "memory_usage", "max_percent": 99}]},
+    )
+    document = await h.get("/api/v1/openapi.json")
+    for path, name in [
+        ("/api/v1/ha/config", "ConfigView"),
+        ("/api/v1/ha/status", "Status"),
+        ("/api/v1/ha/load-balancer/backends", "BackendList"),
+        ("/api/v1/ha/load-balancer/stats", "LoadBalancerStats"),
+        ("/api/v1/ha/health-checks", "HealthChecks"),
+        ("/api/v1/ha/cluster/status", "ClusterStatus"),
+        ("/api/v1/ha/failover/events", "FailoverEvents"),
+    ]:
+        assert_matches(document, name, await h.get(path))
