@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
@@ -55,6 +55,7 @@ MAX_WAIT = 300.0  # seconds a DELETE ?wait= may hold the request
 WAIT_POLL = 0.05
 
 StateWord = Literal["ready", "drain", "maint"]
+STATE_WORDS: tuple[str, ...] = get_args(StateWord)
 
 
 class BackendPatch(BaseModel):
@@ -114,8 +115,8 @@ async def add_backend(request: web.Request) -> web.Response:
     if not isinstance(pool_name, str) or not pool_name:
         details.append("pool: required, the name of an existing pool")
     word = body.pop("state", None)
-    if word is not None and word not in ("ready", "drain", "maint"):
-        details.append("state: must be one of ready, drain, maint")
+    if word is not None and word not in STATE_WORDS:
+        details.append(f"state: must be one of {', '.join(STATE_WORDS)}")
     try:
         bcfg = BackendConfig.model_validate(body)
     except ValidationError as exc:
