@@ -126,6 +126,10 @@ async def failover_events(request: web.Request) -> web.Response:
 
 
 def build_app(state: AdminState) -> web.Application:
+    # Generating the OpenAPI schemas takes pydantic a tenth of a second or more: done
+    # here, at startup, before a cluster's heartbeats begin, not on the loop of a
+    # running leader whose lease a stall that long can cost (cached from then on).
+    openapi_document()
     guard = guard_middleware(lambda: state.host.config.admin)
     app = web.Application(middlewares=[errors_middleware, guard])
     app[STATE_KEY] = state
