@@ -116,16 +116,8 @@ class Timing:
 
     @classmethod
     def of(cls, config: CheckBase) -> Timing:
-        return cls(
-            interval=config.interval,
-            timeout=config.timeout,
-            rise=config.rise,
-            fall=config.fall,
-            down_interval=config.down_interval,
-            fast_interval=config.fast_interval,
-            jitter=config.jitter,
-            init_state=config.init_state,
-        )
+        # The fields are CheckBase's own (a test holds the two together).
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 class CheckEntry:
