@@ -1,10 +1,11 @@
 """docs/reference.md, generated from what the program itself holds, so it cannot drift:
 the CLI from its argparse parser, the environment overrides from config/env.py, every
-configuration key from the pydantic models (config/schema.py: type, default, the
-field's description), the admin API from its OpenAPI document (admin/openapi.py), and
-the metrics from the collector's source (admin/metrics.py). Only the signals are
-written here by hand. `python -m haproxyd.reference` rewrites the file; a test fails
-when it is not up to date.
+configuration key from the pydantic models (config/schema.py and its sections: type,
+default, the field's description), the balancing algorithms and the keys each reads
+from the balancer registry, the admin API from its OpenAPI document
+(admin/openapi.py), and the metrics from the collector's source (admin/metrics.py).
+Only the signals are written here by hand. `python -m haproxyd.reference` rewrites the
+file; a test fails when it is not up to date.
 """
 
 from __future__ import annotations
@@ -166,6 +167,30 @@ def _config() -> list[str]:
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
         *_config_rows(Config, "", (Config,)),
+        "",
+        *_algorithms(),
+    ]
+
+
+def _algorithms() -> list[str]:
+    """Which `balancer:` keys each algorithm reads, from the balancer registry (the
+    section accepts every algorithm's keys; the others are ignored)."""
+    from haproxyd.balancer.registry import algorithms
+
+    rows = []
+    for algorithm in algorithms().values():
+        summary = (inspect.getdoc(inspect.getmodule(algorithm.cls)) or "").split("\n\n")[0]
+        keys = ", ".join(f"`{name}`" for name in algorithm.options.model_fields)
+        rows.append(f"| `{algorithm.name}` | {' '.join(summary.split())} | {keys} |")
+    return [
+        "### Balancing algorithms",
+        "",
+        "`pools.<name>.balancer.algorithm` and the keys each one reads (a key of another",
+        "algorithm is accepted and ignored).",
+        "",
+        "| algorithm | what | reads |",
+        "| --- | --- | --- |",
+        *rows,
         "",
     ]
 

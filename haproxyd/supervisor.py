@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from haproxyd.balancer.state import Pool
 from haproxyd.channel import Channel, ChannelClosed
@@ -26,7 +26,10 @@ from haproxyd.proxy.runtime import backend_state_message
 from haproxyd.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from haproxyd.daemon import Daemon
+    from haproxyd.config.schema import Config
+    from haproxyd.health.scheduler import HealthScheduler
+    from haproxyd.proxy.listener import ListenerSockets
+    from haproxyd.proxy.runtime import ProxyRuntime
 
 log = logging.getLogger("haproxyd.supervisor")
 
@@ -35,6 +38,19 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a worker up this long resets its slot's back-off
 COUNTERS_TIMEOUT = 2.0  # a worker's answer to `live_counters`
+
+
+class WorkerHost(Protocol):
+    """What the master's worker set needs from the daemon it runs in (as
+    `cluster.manager.ClusterHost`): the config to send, the sockets to hand over, the
+    pools whose state workers mirror, and the health scheduler that takes the passive
+    results workers observe."""
+
+    config: Config
+    config_version: int
+    sockets: ListenerSockets
+    runtime: ProxyRuntime | None
+    health: HealthScheduler | None
 
 
 class WorkerProcess:
@@ -57,8 +73,8 @@ class WorkerProcess:
 
 
 class WorkerSet:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, host: WorkerHost) -> None:
+        self.host = host
         self.workers: dict[int, WorkerProcess] = {}
         self.retiring: set[WorkerProcess] = set()  # told to stop, still draining
         self.count = 0
@@ -110,28 +126,28 @@ class WorkerSet:
         return worker
 
     async def _send_config(self, worker: WorkerProcess, *, first: bool = False) -> None:
-        daemon = self.daemon
-        cfg = daemon.config
-        sockets = daemon.sockets.for_slot(list(cfg.listeners), worker.slot)
+        host = self.host
+        cfg = host.config
+        sockets = host.sockets.for_slot(list(cfg.listeners), worker.slot)
         worker.applied.clear()
         await worker.channel.send(
             {
                 "op": "config",
                 "first": first,
                 "doc": cfg.model_dump(mode="json"),
-                "version": daemon.config_version,
+                "version": host.config_version,
                 "workers": self.count,
                 "nfds": len(sockets),
             },
             [sock.fileno() for sock in sockets],
         )
-        assert daemon.runtime is not None
-        for pool in daemon.runtime.pools.values():
+        assert host.runtime is not None
+        for pool in host.runtime.pools.values():
             await worker.channel.send(backend_state_message(pool.pool))
-        await worker.channel.send({"op": "shed", "on": daemon.runtime.shedding})
+        await worker.channel.send({"op": "shed", "on": host.runtime.shedding})
 
     async def _read(self, worker: WorkerProcess) -> None:
-        health = self.daemon.health
+        health = self.host.health
         with contextlib.suppress(ChannelClosed, OSError):
             while True:
                 message, sockets = await worker.channel.recv()
@@ -153,8 +169,8 @@ class WorkerSet:
                         query.set_result(list(message.get("backends") or []))
 
     def _replay_passive(self, items: list[list[Any]]) -> None:
-        runtime = self.daemon.runtime
-        health = self.daemon.health
+        runtime = self.host.runtime
+        health = self.host.health
         if runtime is None or health is None:
             return
         for pool_name, backend_id, ok, status in items:

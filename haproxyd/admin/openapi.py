@@ -1,9 +1,13 @@
 """The OpenAPI 3.0 document of the admin API, served at `/api/v1/openapi.json`.
 
-Written by hand next to the handlers (`api.py`) and the views (`state.py`); a test runs
-schemathesis against a live server with this document, so a field added to a view
-without its schema here (or a status code a handler may answer that is not listed)
-fails the build.
+The component schemas are generated, not written: the request bodies from the pydantic
+models the handlers validate with (`NewBackend`, `BackendPatch`, `FailoverTrigger`),
+the responses from the typed dicts of views.py, through pydantic's JSON Schema
+(`TypeAdapter.json_schema`), turned into OpenAPI 3.0's dialect by `openapi30`. What is
+written here is the paths: each operation in a few lines (its bodies by component name,
+its parameters, its status codes). A test runs schemathesis against a live server with
+this document, so a field added to a view without its type in views.py (or a status
+code a handler may answer that is not listed) fails the build.
 """
 
 from __future__ import annotations
@@ -12,488 +16,73 @@ import copy
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
+
 from haproxyd import __version__
+from haproxyd.admin import views
+from haproxyd.admin.backends import BackendPatch, NewBackend
+from haproxyd.admin.changes import FailoverTrigger
 
 API = "/api/v1/ha"
+REF = "#/components/schemas/{model}"
+STR = {"type": "string"}
+
+REQUESTS: tuple[type[BaseModel], ...] = (NewBackend, BackendPatch, FailoverTrigger)
+"""Every request body with a schema of its own (config/update takes a config document)."""
 
 
 def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF.format(model=name)}
 
 
-def _obj(props: dict[str, Any], *, required: list[str] | None = None, **extra: Any) -> dict:
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props) if required is None else required,
-        **extra,
-    }
+def openapi30(node: Any) -> Any:
+    """pydantic's JSON Schema (draft 2020-12) as an OpenAPI 3.0 Schema Object: `X | None`
+    (`anyOf` with `null`) becomes `nullable`, `const` a one-value `enum`, `examples`
+    `example`, a numeric `exclusiveMinimum`/`exclusiveMaximum` the 3.0 boolean form; the
+    generated `title`s go (the component's name is its title)."""
+    if isinstance(node, list):
+        return [openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: openapi30(v) for k, v in node.items() if k not in ("title", "$defs")}
+    variants = out.get("anyOf")
+    if isinstance(variants, list) and {"type": "null"} in variants:
+        rest = [v for v in variants if v != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1:
+            out = {**rest[0], **out}
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if "examples" in out:
+        out["example"] = out.pop("examples")[0]
+    for key, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(key), int | float) and not isinstance(out[key], bool):
+            out[bound], out[key] = out[key], True
+    return out
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
-STR = {"type": "string"}
-INT = {"type": "integer"}
-NUM = {"type": "number"}
-BOOL = {"type": "boolean"}
-STATE = {"type": "string", "enum": ["checking", "up", "down", "draining", "maint"]}
-COUNT = {"type": "integer", "minimum": 0}
-# What a runtime change or config/update made in a cluster adds to its answer.
-CLUSTER_CHANGE = {
-    "cluster_version": {
-        **COUNT,
-        "description": "Cluster mode: the version of the shared document (pools, routes) "
-        "that holds the change (absent when nothing changed, and outside a cluster).",
-    },
-    "forwarded_to": {
-        **STR,
-        "description": "Cluster mode: the leader a follower sent the change to (its "
-        "answer, error or not, is this one).",
-    },
-}
+def component(source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI schema of a model or typed dict, and the schemas of the named types
+    it holds (by name, referenced as components)."""
+    if isinstance(source, type) and issubclass(source, BaseModel):
+        schema = source.model_json_schema(ref_template=REF, mode="validation")
+    else:
+        schema = TypeAdapter(source).json_schema(ref_template=REF, mode="serialization")
+    nested = {name: openapi30(s) for name, s in schema.get("$defs", {}).items()}
+    return openapi30(schema), nested
 
 
 def _schemas() -> dict[str, Any]:
-    codes = _obj({name: COUNT for name in ("1xx", "2xx", "3xx", "4xx", "5xx", "other")})
-    latency = _obj(
-        {
-            "samples": COUNT,
-            "avg": _nullable(NUM),
-            "p50": _nullable(NUM),
-            "p99": _nullable(NUM),
-        },
-        description="Seconds, from the request-duration histogram (null without samples).",
-    )
-    health_check_summary = _obj({"type": STR, "name": STR, "status": STR, "reason": STR})
-    backend_health = _obj(
-        {
-            "verdict": STR,
-            "ejected": BOOL,
-            "passive": _nullable({"type": "object"}),
-            "checks": {"type": "array", "items": health_check_summary},
-        }
-    )
-    backend = _obj(
-        {
-            "id": STR,
-            "pool": STR,
-            "address": STR,
-            "weight": INT,
-            "effective_weight": INT,
-            "role": STR,
-            "region": _nullable(STR),
-            "group": _nullable(STR),
-            "priority": INT,
-            "max_connections": INT,
-            "state": STATE,
-            "state_age": {**NUM, "description": "Seconds in the current state."},
-            "selectable": {**BOOL, "description": "The balancer may pick it now."},
-            "active": {**INT, "description": "Requests in flight."},
-            "requests": {**COUNT, "description": "Requests sent (retries included)."},
-            "failures": {**COUNT, "description": "Transport-level failures."},
-            "selections": COUNT,
-            "health": _ref("BackendHealth"),
-        }
-    )
-    # The answer to an add or a change: a Backend, in a cluster with CLUSTER_CHANGE.
-    changed_backend = _obj(
-        {**backend["properties"], **CLUSTER_CHANGE}, required=list(backend["properties"])
-    )
-    pool_status = _obj(
-        {
-            "name": STR,
-            "algorithm": STR,
-            "strategy": STR,
-            "backends": COUNT,
-            "up": COUNT,
-            "selectable": COUNT,
-            "active": INT,
-            "states": {"type": "object", "additionalProperties": COUNT},
-            "healthy": {**BOOL, "description": "At least one backend can take traffic."},
-            "decision": _nullable(_ref("Decision")),
-        }
-    )
-    decision = _obj(
-        {
-            "pool": STR,
-            "strategy": STR,
-            "active": {
-                "type": "array",
-                "items": STR,
-                "description": "The backends that take traffic, in order.",
-            },
-            "version": {**COUNT, "description": "Grows by one per decision of the pool."},
-            "reason": STR,
-            "since": {**NUM, "description": "When the active set last changed (epoch)."},
-            "kind": STR,
-            "panic": {**BOOL, "description": "Panic mode: down backends included on purpose."},
-            "state": {"type": "object", "description": "The strategy's memory (pins, ...)."},
-            "mode": {
-                "type": "string",
-                "enum": ["leader", "follower", "local"],
-                "description": "Who decides: this node, the cluster leader, or this node "
-                "alone (active_active).",
-            },
-            "held": {
-                "type": "array",
-                "items": STR,
-                "description": "Backends held out by flap damping.",
-            },
-            "fallback": _nullable(
-                {**STR, "description": "Where a retry goes when the one active backend fails."}
-            ),
-        },
-        description="The failover state machine's decision for a pool.",
-    )
-    status = _obj(
-        {
-            "node_id": STR,
-            "region": _nullable(STR),
-            "role": STR,
-            "version": STR,
-            "pid": INT,
-            "started": {**NUM, "description": "Seconds since the epoch."},
-            "uptime": {**NUM, "description": "Seconds."},
-            "config_version": INT,
-            "config_path": _nullable(STR),
-            "environment": STR,
-            "healthy": BOOL,
-            "node_health": _obj({"healthy": BOOL, "reasons": {"type": "array", "items": STR}}),
-            "reloads": _obj({"ok": COUNT, "error": COUNT}),
-            "last_reload": _obj(
-                {
-                    "result": _nullable({"type": "string", "enum": ["ok", "error"]}),
-                    "errors": {"type": "array", "items": STR},
-                    "time": _nullable(NUM),
-                }
-            ),
-            "workers": _obj(
-                {
-                    "mode": {"type": "string", "enum": ["single", "master"]},
-                    "count": INT,
-                    "pids": {"type": "array", "items": INT},
-                    "applied_versions": {"type": "array", "items": INT},
-                    "restarts": COUNT,
-                },
-                required=["mode", "count", "pids", "restarts"],
-            ),
-            "connections": COUNT,
-            "pools": {"type": "array", "items": _ref("PoolStatus")},
-        }
-    )
-    backend_stats = _obj(
-        {
-            "id": STR,
-            "state": STATE,
-            "weight": INT,
-            "effective_weight": INT,
-            "requests": {**COUNT, "description": "Requests answered with this backend last."},
-            "errors": {**COUNT, "description": "5xx from the backend + transport failures."},
-            "failures": COUNT,
-            "attempts": COUNT,
-            "active": INT,
-            "selections": COUNT,
-            "ewma": NUM,
-            "latency": _ref("Latency"),
-            "codes": _ref("CodeClasses"),
-        }
-    )
-    pool_stats = _obj(
-        {
-            "name": STR,
-            "algorithm": STR,
-            "requests": COUNT,
-            "errors": COUNT,
-            "active": INT,
-            "selections": COUNT,
-            "failures": COUNT,
-            "no_backend": {**COUNT, "description": "Requests answered 503: no backend."},
-            "latency": _ref("Latency"),
-            "codes": _ref("CodeClasses"),
-            "backends": {"type": "array", "items": _ref("BackendStats")},
-        }
-    )
-    lb_stats = _obj(
-        {
-            "time": NUM,
-            "pools": {"type": "array", "items": _ref("PoolStats")},
-            "unrouted": _obj({"requests": COUNT, "codes": _ref("CodeClasses")}),
-        }
-    )
-    health_check = _obj(
-        {
-            "pool": STR,
-            "backend": STR,
-            "target": STR,
-            "type": STR,
-            "name": STR,
-            "status": {"type": "string", "enum": ["checking", "up", "down"]},
-            "state": _nullable(STR),
-            "last_result": _nullable({"type": "string", "enum": ["pass", "fail"]}),
-            "last_reason": STR,
-            "latency": NUM,
-            "last_check": _nullable(NUM),
-            "last_change": NUM,
-            "consecutive_passes": COUNT,
-            "consecutive_fails": COUNT,
-            "checks_total": COUNT,
-            "failures_total": COUNT,
-            "paused": BOOL,
-            "interval": NUM,
-            "node": BOOL,
-        }
-    )
-    roles = ["standalone", "leader", "follower", "candidate", "degraded"]
-    cluster_node = _obj(
-        {
-            "id": STR,
-            "address": _nullable({**STR, "description": "Admin URL (null: a lost node)."}),
-            "region": _nullable(STR),
-            "state": {
-                "type": "string",
-                "enum": ["up", "lost"],
-                "description": "lost: its heartbeat record expired.",
-            },
-            "role": {
-                "type": "string",
-                "enum": [*roles, "lost"],
-                "description": "The role the node published with its last heartbeat.",
-            },
-            "self": BOOL,
-            "last_seen": _nullable(
-                {**NUM, "description": "Its last heartbeat (a lost node: when it was lost)."}
-            ),
-            "healthy": {**BOOL, "description": "Cluster mode: its own node checks pass."},
-            "config_version": {
-                **COUNT,
-                "description": "Cluster mode: the shared document version it runs.",
-            },
-            "term": {**COUNT, "description": "Cluster mode: the newest term it has seen."},
-            "reachable": _nullable(
-                {
-                    **BOOL,
-                    "description": "Cluster mode: answered this node's probe of its admin "
-                    "API (null: not probed yet, or lost).",
-                }
-            ),
-        },
-        required=["id", "state", "role", "self"],
-    )
-    cluster = _obj(
-        {
-            "enabled": BOOL,
-            "mode": {"type": "string", "enum": ["standalone", "cluster"]},
-            "node_id": STR,
-            "role": {"type": "string", "enum": roles},
-            "is_leader": {
-                **BOOL,
-                "description": "Acting leader: holds the lease and sees a quorum.",
-            },
-            "leader": _nullable({**STR, "description": "The lease holder's id (null: none)."}),
-            "term": {**COUNT, "description": "The newest leader term this node has seen."},
-            "quorum": COUNT,
-            "has_quorum": BOOL,
-            "state": {
-                "type": "string",
-                "enum": ["ok", "degraded", "no_quorum"],
-                "description": "Cluster mode. degraded: Redis unreachable from this node "
-                "(serving with the last known state); no_quorum: fewer live members "
-                "than quorum_size.",
-            },
-            "config_version": {
-                **COUNT,
-                "description": "Cluster mode: the shared document version this node runs.",
-            },
-            "redis": _obj(
-                {
-                    "url": {**STR, "description": "cluster.redis_url, password hidden."},
-                    "reachable": _nullable(
-                        {**BOOL, "description": "The last beat reached it (null: not tried)."}
-                    ),
-                    "error": _nullable(STR),
-                    "last_contact": _nullable(
-                        {**NUM, "description": "Epoch of the last successful beat."}
-                    ),
-                },
-                description="Cluster mode: this node's view of the cluster's Redis.",
-            ),
-            "local_fallback": BOOL,
-            "health_consensus": {"type": "string", "enum": ["local", "majority"]},
-            "stale_writes_refused": {
-                **COUNT,
-                "description": "Leader writes of this node that Redis refused (fencing).",
-            },
-            "peers": {
-                "type": "array",
-                "description": "Cluster mode: every peer admin API this node probes.",
-                "items": _obj({"address": STR, "reachable": BOOL}),
-            },
-            "nodes": {"type": "array", "items": _ref("ClusterNode")},
-        },
-        required=[
-            "enabled",
-            "mode",
-            "node_id",
-            "role",
-            "is_leader",
-            "leader",
-            "term",
-            "quorum",
-            "has_quorum",
-            "nodes",
-        ],
-        description="A standalone node answers the first ten fields; a cluster node all.",
-    )
-    event = _obj(
-        {
-            "id": COUNT,
-            "time": NUM,
-            "kind": STR,
-            "pool": STR,
-            "backend": _nullable(STR),
-            "reason": STR,
-            "strategy": STR,
-            "details": {"type": "object"},
-        }
-    )
-    events = _obj(
-        {
-            "events": {"type": "array", "items": _ref("FailoverEvent")},
-            "returned": COUNT,
-            "stored": COUNT,
-            "capacity": COUNT,
-        }
-    )
-    new_backend = _obj(
-        {
-            "pool": {**STR, "minLength": 1, "description": "An existing pool."},
-            "id": {**STR, "pattern": "^[A-Za-z0-9_.:-]+$", "description": "Unique in all pools."},
-            "address": {
-                **STR,
-                "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
-                "description": "host:port or [v6]:port",
-            },
-            "weight": {**INT, "minimum": 0, "maximum": 1000},
-            "role": {"type": "string", "enum": ["primary", "backup"]},
-            "region": _nullable(STR),
-            "group": _nullable(STR),
-            "priority": INT,
-            "max_connections": {**INT, "minimum": 0},
-            "state": {
-                "type": "string",
-                "enum": ["ready", "drain", "maint"],
-                "description": "Start drained or in maintenance (default: ready).",
-            },
-        },
-        required=["pool", "id", "address"],
-        additionalProperties=False,
-        example={"pool": "web", "id": "web-4", "address": "127.0.0.1:9004", "weight": 1},
-    )
-    patch = _obj(
-        {
-            "weight": {**INT, "minimum": 0, "maximum": 1000},
-            "state": {
-                "type": "string",
-                "enum": ["ready", "drain", "maint"],
-                "description": "ready: end a drain/maint (health decides up or down); "
-                "drain: no new requests, in-flight ones finish, health checks go on; "
-                "maint: out of balancing and out of health checks.",
-            },
-        },
-        required=[],
-        additionalProperties=False,
-        minProperties=1,
-        example={"state": "drain"},
-    )
-    trigger = _obj(
-        {
-            "pool": {**STR, "minLength": 1},
-            "to": {
-                "type": "string",
-                "enum": ["backup", "primary"],
-                "description": "backup: onto the backups; primary: back to the primaries; "
-                "absent: switch sides.",
-            },
-            "backend": {
-                **STR,
-                "pattern": "^[A-Za-z0-9_.:-]+$",
-                "description": "active_passive and manual pools: this backend (not with `to`).",
-            },
-            "reason": {**STR, "maxLength": 500},
-        },
-        required=["pool"],
-        additionalProperties=False,
-        example={"pool": "web", "to": "backup", "reason": "planned maintenance"},
-    )
-    trigger_result = _obj(
-        {
-            "pool": STR,
-            "action": STR,
-            "active": {"type": "array", "items": STR},
-            "event": _nullable(_ref("FailoverEvent")),
-            "decision": _ref("Decision"),
-            "forwarded_to": CLUSTER_CHANGE["forwarded_to"],
-        },
-        required=["pool", "action", "active", "event", "decision"],
-    )
-    update_result = _obj(
-        {
-            "applied": BOOL,
-            "changed": BOOL,
-            "config_version": {
-                **INT,
-                "description": "This node's config version (one more per reload).",
-            },
-            **CLUSTER_CHANGE,
-        },
-        required=["applied", "changed", "config_version"],
-    )
-    error = _obj(
-        {
-            "error": STR,
-            "details": {"type": "array", "items": STR},
-            "forwarded_to": CLUSTER_CHANGE["forwarded_to"],
-        },
-        required=["error", "details"],
-        description="Every 4xx and 503 (and a 500, which is a bug) has this body.",
-    )
-    return {
-        "Error": error,
-        "CodeClasses": codes,
-        "Latency": latency,
-        "BackendHealth": backend_health,
-        "Backend": backend,
-        "ChangedBackend": changed_backend,
-        "BackendList": _obj({"backends": {"type": "array", "items": _ref("Backend")}}),
-        "Removed": _obj({"removed": _ref("Backend"), **CLUSTER_CHANGE}, required=["removed"]),
-        "PoolStatus": pool_status,
-        "Decision": decision,
-        "Status": status,
-        "BackendStats": backend_stats,
-        "PoolStats": pool_stats,
-        "LoadBalancerStats": lb_stats,
-        "HealthCheck": health_check,
-        "HealthChecks": _obj(
-            {
-                "enabled": BOOL,
-                "node": _obj({"healthy": BOOL, "reasons": {"type": "array", "items": STR}}),
-                "checks": {"type": "array", "items": _ref("HealthCheck")},
-            }
-        ),
-        "ClusterNode": cluster_node,
-        "ClusterStatus": cluster,
-        "FailoverEvent": event,
-        "FailoverEvents": events,
-        "NewBackend": new_backend,
-        "BackendPatch": patch,
-        "FailoverTrigger": trigger,
-        "FailoverResult": trigger_result,
-        "Readiness": _obj({"ready": BOOL, "reasons": {"type": "array", "items": STR}}),
-        "ConfigView": _obj({"config_version": INT, "config": {"type": "object"}}),
-        "ConfigUpdateResult": update_result,
-    }
+    schemas: dict[str, Any] = {}
+    for source in (*REQUESTS, *views.RESPONSES):
+        schema, nested = component(source)
+        for name, found in {source.__name__: schema, **nested}.items():
+            # One name, one schema: two types of one name would make the refs ambiguous.
+            assert schemas.setdefault(name, found) == found, f"two schemas named {name}"
+    return schemas
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:

@@ -25,9 +25,11 @@ or peer: only which condition failed, with counts; `GET /api/v1/ha/status` has t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
+
+from haproxyd.admin.views import Readiness
 
 READY_PATH = "/ready"
 
@@ -44,7 +46,7 @@ class ReadinessHost(Protocol):
     def fenced(self) -> str | None: ...  # why the cluster goes on without this node
 
 
-def readiness(host: ReadinessHost) -> dict[str, Any]:
+def readiness(host: ReadinessHost) -> Readiness:
     """`{"ready": bool, "reasons": [...]}`; every reason that holds, not just the first,
     so an operator sees at once everything that keeps the node out."""
     reasons: list[str] = []

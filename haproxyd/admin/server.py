@@ -25,8 +25,8 @@ from haproxyd.config.types import is_loopback
 from haproxyd.proxy.listener import tls_context
 
 if TYPE_CHECKING:
+    from haproxyd.admin.host import AdminHost
     from haproxyd.config.schema import AdminTLSConfig
-    from haproxyd.daemon import Daemon
 
 log = logging.getLogger("haproxyd.admin")
 
@@ -42,8 +42,8 @@ def admin_tls_context(tls: AdminTLSConfig) -> ssl.SSLContext:
 
 
 class AdminServer:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, host: AdminHost) -> None:
+        self.host = host
         self.state: AdminState | None = None
         self.app: web.Application | None = None
         self.addresses: list[tuple[str, int]] = []
@@ -62,17 +62,17 @@ class AdminServer:
         return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     async def start(self) -> None:
-        daemon = self.daemon
-        state = AdminState(daemon, asyncio.get_running_loop())
+        host = self.host
+        state = AdminState(host, asyncio.get_running_loop())
         self.state = state
-        if daemon.runtime is not None:
-            daemon.runtime.add_exchange_listener(state.stats.observe)
+        if host.runtime is not None:
+            host.runtime.add_exchange_listener(state.stats.observe)
         self.app = build_app(state)
         runner = web.AppRunner(
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
-        admin = daemon.config.admin
+        admin = host.config.admin
         host, port = admin.address.host, admin.address.port
         tls = admin.tls
         context = admin_tls_context(tls) if tls is not None else None

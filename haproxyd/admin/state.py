@@ -1,18 +1,18 @@
 """Read side of the admin API: JSON views built from live state on every call.
 
-Nothing here is cached: each view walks the daemon's live objects (`ProxyRuntime`,
+Nothing here is cached: each view walks the process's live objects (`ProxyRuntime`,
 `Pool`, `Backend`, the health scheduler, the event log) when asked, so the admin API,
 the status page and `/metrics` never drift from what the data plane does. The field
 names are the API's contract (see `openapi.py`); add fields, never rename them.
 
-Optional parts are looked up on the daemon by attribute, so the admin API works before
-they exist and picks them up when they do:
+The process is reached through `AdminHost` (host.py), not the daemon class: its optional
+parts are None until they run, and every view reads them per call:
 
-* `daemon.health`: a `HealthScheduler` (statuses, backend_health, verdict, node_status);
-* `daemon.events`: the failover `EventLog` (else the admin server keeps its own);
-* `daemon.cluster`: an object whose `status()` returns the cluster view (see
-  `cluster_status`); absent means a standalone node;
-* `daemon.failover`: the failover state machine (`FailoverMachine`): `describe(pool)`
+* `host.health`: a `HealthScheduler` (statuses, backend_health, verdict, node_status);
+* `host.events`: the failover `EventLog`;
+* `host.cluster`: the `ClusterManager`, whose `status()` is the cluster view (see
+  `cluster_status`); None on a standalone node;
+* `host.failover`: the failover state machine (`FailoverMachine`): `describe(pool)`
   for the pool summaries, `trigger(...)` for `POST failover/trigger`.
 """
 
@@ -32,7 +32,7 @@ from haproxyd.proxy.stats import BACKEND_COUNTER_FIELDS, RequestStats, backend_c
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from haproxyd.daemon import Daemon
+    from haproxyd.admin.host import AdminHost
     from haproxyd.proxy.upstream import ProxyPool
 
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
@@ -42,14 +42,13 @@ BackendCounters = dict[tuple[str, str], dict[str, Any]]
 
 
 class AdminState:
-    """What the admin handlers and the collector share: the daemon, the request
-    counters, the event log. Created by `AdminServer.start` on the daemon's loop."""
+    """What the admin handlers and the collector share: the host, the request
+    counters, the event log. Created by `AdminServer.start` on the host's loop."""
 
-    def __init__(self, daemon: Daemon, loop: asyncio.AbstractEventLoop) -> None:
-        self.daemon = daemon
+    def __init__(self, host: AdminHost, loop: asyncio.AbstractEventLoop) -> None:
+        self.host = host
         self.stats = RequestStats(loop.time)
-        events = getattr(daemon, "events", None)
-        self.events: EventLog = events if isinstance(events, EventLog) else EventLog()
+        self.events: EventLog = host.events
         # Snapshots of other worker processes (a master sets this once workers exist).
         self.worker_snapshots: Callable[[], list[dict[str, Any]]] | None = None
         # Their backend counters, asked now (`WorkerSet.live_counters`; same owner).
@@ -57,23 +56,28 @@ class AdminState:
         self.lock = asyncio.Lock()  # serialises config updates
         self.admin_address: str | None = None  # the bound admin address, once listening
 
+    @property
+    def daemon(self) -> AdminHost:
+        """The host under its old name: admin/metrics.py (another change's to move)
+        still reads `state.daemon`."""
+        return self.host
+
     # -- live objects ----------------------------------------------------------------
 
     @property
     def health(self) -> Any:
-        health = getattr(self.daemon, "health", None)
-        return health if hasattr(health, "statuses") else None
+        return self.host.health
 
     def pools(self) -> list[ProxyPool]:
-        runtime = self.daemon.runtime
+        runtime = self.host.runtime
         return list(runtime.pools.values()) if runtime is not None else []
 
     def find_pool(self, name: str) -> ProxyPool | None:
-        runtime = self.daemon.runtime
+        runtime = self.host.runtime
         return runtime.pools.get(name) if runtime is not None else None
 
     def find_backend(self, backend_id: str) -> tuple[ProxyPool, Backend] | None:
-        runtime = self.daemon.runtime
+        runtime = self.host.runtime
         return runtime.find_backend(backend_id) if runtime is not None else None
 
     def merged_snapshot(self) -> dict[str, Any]:
@@ -93,7 +97,7 @@ class AdminState:
     # -- views -------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        cfg = self.daemon.config
+        cfg = self.host.config
         node_health = self.node_health()
         counters = await self.live_counters()
         pools = []
@@ -127,22 +131,22 @@ class AdminState:
             "role": cluster["role"],
             "version": __version__,
             "pid": os.getpid(),
-            "started": self.daemon.started,
-            "uptime": round(now - self.daemon.started, 3),
-            "config_version": self.daemon.config_version,
-            "config_path": str(self.daemon.config_path) if self.daemon.config_path else None,
+            "started": self.host.started,
+            "uptime": round(now - self.host.started, 3),
+            "config_version": self.host.config_version,
+            "config_path": str(self.host.config_path) if self.host.config_path else None,
             "environment": cfg.environment,
             "healthy": node_health["healthy"] and all(p["healthy"] for p in pools),
             "node_health": node_health,
-            "reloads": dict(self.daemon.reloads),
-            "last_reload": dict(self.daemon.last_reload),
+            "reloads": dict(self.host.reloads),
+            "last_reload": dict(self.host.last_reload),
             "workers": self._workers_view(),
             "connections": self._connections(),
             "pools": pools,
         }
 
     def _workers_view(self) -> dict[str, Any]:
-        workers = self.daemon.workers
+        workers = self.host.workers
         if workers is None:
             return {"mode": "single", "count": 1, "pids": [os.getpid()], "restarts": 0}
         return {
@@ -154,10 +158,10 @@ class AdminState:
         }
 
     def _connections(self) -> int:
-        runtime = self.daemon.runtime
+        runtime = self.host.runtime
         count = len(runtime.connections) if runtime is not None else 0
-        if self.daemon.workers is not None:
-            count += sum(s.get("connections", 0) for s in self.daemon.workers.snapshots())
+        if self.host.workers is not None:
+            count += sum(s.get("connections", 0) for s in self.host.workers.snapshots())
         return count
 
     def node_health(self) -> dict[str, Any]:
@@ -304,7 +308,7 @@ class AdminState:
             return []
         out = []
         for c in health.statuses(pool, backend):
-            last_ok = getattr(c, "last_ok", None)
+            last_ok = c.last_ok
             out.append(
                 {
                     "pool": c.pool,
@@ -331,10 +335,10 @@ class AdminState:
         return out
 
     def cluster_status(self) -> dict[str, Any]:
-        cluster = getattr(self.daemon, "cluster", None)
+        cluster = self.host.cluster
         if cluster is not None and hasattr(cluster, "status"):
             return cluster.status()
-        cfg = self.daemon.config
+        cfg = self.host.config
         node_id = cfg.node.id
         return {
             "enabled": bool(cfg.cluster.enabled),
@@ -361,7 +365,7 @@ class AdminState:
 
     def decision(self, pool: str) -> dict[str, Any] | None:
         """The failover machine's decision for `pool` (None without a machine)."""
-        machine = getattr(self.daemon, "failover", None)
+        machine = self.host.failover
         return machine.describe(pool) if machine is not None else None
 
     def failover_events(self, limit: int, pool: str | None = None) -> dict[str, Any]:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from haproxyd.balancer.base import register
-from haproxyd.balancer.keys import ClientAddress, KeyFunc
+from haproxyd.balancer.keys import ClientAddress, ClientAddressOptions, KeyFunc
 from haproxyd.balancer.map_hash import MapHash
+from haproxyd.balancer.registry import register
+from haproxyd.balancer.slow_start import SlowStartOptions
 
 
-@register
+class IpHashOptions(ClientAddressOptions, SlowStartOptions):
+    """What ip_hash reads."""
+
+
+@register(IpHashOptions)
 class IpHash(MapHash):
     name = "ip_hash"
 

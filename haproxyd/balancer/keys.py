@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from haproxyd.balancer.base import RequestContext
+from haproxyd.config.fields import Section, valid_cidr
 
 KeyFunc = Callable[[RequestContext], bytes | None]
 
@@ -43,6 +47,21 @@ def parse_hash_key(spec: str) -> tuple[str, str]:
     if kind in ("header", "cookie") and name and all(33 <= ord(c) < 127 for c in name):
         return kind, name
     raise ValueError(f"invalid hash_key {spec!r}: use ip, url, header:NAME or cookie:NAME")
+
+
+class ClientAddressOptions(Section):
+    """The option of the `ip` key (ip_hash, consistent_hash with `hash_key: ip`)."""
+
+    trusted_proxies: list[Annotated[str, AfterValidator(valid_cidr)]] = Field(
+        default_factory=list,
+        description="CIDRs whose X-Forwarded-For is believed for the client IP of ip hashing.",
+    )
+
+
+class UrlKeyOptions(Section):
+    """The option of the `url` key (url_hash, consistent_hash with `hash_key: url`)."""
+
+    hash_query: bool = Field(True, description="url_hash / url key: include the query string.")
 
 
 def make_key(

@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from haproxyd.balancer.base import Balancer, RequestContext, register, usable
-from haproxyd.balancer.random_choice import RandomChoice, parse_choices
+from haproxyd.balancer.base import Balancer, RequestContext, usable
+from haproxyd.balancer.random_choice import ChoicesOptions, RandomChoice, parse_choices
+from haproxyd.balancer.registry import register
 from haproxyd.balancer.slow_start import SlowStart
 from haproxyd.balancer.state import Backend
 
@@ -156,7 +157,7 @@ class ScoredHeap(Balancer):
         return stats
 
 
-@register
+@register(ChoicesOptions)
 class LeastConnections(ScoredHeap):
     name = "least_connections"
 

@@ -31,8 +31,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from haproxyd.balancer.base import RequestContext, register
+from haproxyd.balancer.base import RequestContext
 from haproxyd.balancer.least_connections import ScoredHeap
+from haproxyd.balancer.random_choice import ChoicesOptions
+from haproxyd.balancer.registry import register
 from haproxyd.balancer.state import Backend
 
 DECAY = 10.0  # seconds: an estimate not refreshed shrinks by e every DECAY (as Linkerd)
@@ -46,7 +48,7 @@ _heappop = heapq.heappop
 _heapreplace = heapq.heapreplace
 
 
-@register
+@register(ChoicesOptions)
 class LeastResponseTime(ScoredHeap):
     name = "least_response_time"
 

@@ -18,9 +18,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import Field
+
 from haproxyd.balancer.alias import AliasTable
-from haproxyd.balancer.base import Balancer, RequestContext, register, usable
-from haproxyd.balancer.slow_start import SlowStart
+from haproxyd.balancer.base import Balancer, RequestContext, usable
+from haproxyd.balancer.registry import register
+from haproxyd.balancer.slow_start import SlowStart, SlowStartOptions
 from haproxyd.balancer.state import Backend
 
 MAX_DRAWS = 8
@@ -34,7 +37,15 @@ def parse_choices(choices: int | None) -> int:
     return choices
 
 
-@register
+class ChoicesOptions(SlowStartOptions):
+    """The options of random and of the least_* algorithms (power of two choices)."""
+
+    choices: int = Field(
+        1, ge=1, le=2, description="2 = power of two choices (random / least_* algorithms)."
+    )
+
+
+@register(ChoicesOptions)
 class RandomChoice(Balancer):
     name = "random"
 

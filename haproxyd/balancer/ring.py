@@ -32,16 +32,19 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import mmh3
+from pydantic import Field, field_validator, model_validator
 
-from haproxyd.balancer.base import Balancer, RequestContext, register, usable
-from haproxyd.balancer.keys import make_key
-from haproxyd.balancer.slow_start import SlowStart
+from haproxyd.balancer.base import Balancer, RequestContext, usable
+from haproxyd.balancer.keys import ClientAddressOptions, UrlKeyOptions, make_key
+from haproxyd.balancer.registry import register
+from haproxyd.balancer.slow_start import SlowStart, SlowStartOptions
 from haproxyd.balancer.state import Backend
 from haproxyd.balancer.weighted_round_robin import WeightedRoundRobin
+from haproxyd.config.fields import TOKEN_RE
 
 DEFAULT_VIRTUAL_NODES = 160
 MAX_POINTS = 1 << 19
@@ -172,7 +175,51 @@ def _positive_int(name: str, value: Any, default: int) -> int:
     return value
 
 
-@register
+class ConsistentHashOptions(ClientAddressOptions, UrlKeyOptions, SlowStartOptions):
+    """What consistent_hash reads: its key, the ring's density and the load bound (plus
+    the options of the `ip` and `url` keys)."""
+
+    hash_key: str | None = Field(
+        None,
+        description='consistent_hash input: "ip", "url", "header:NAME" or "cookie:NAME" '
+        '(default "ip" for consistent_hash).',
+    )
+    virtual_nodes: int = Field(
+        DEFAULT_VIRTUAL_NODES, ge=1, description="consistent_hash ring points per unit of weight."
+    )
+    balance_factor: float | None = Field(
+        None,
+        gt=1.0,
+        description="Bounded-load consistent hashing: no backend above factor x average load.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _consistent_hash_default_key(cls, data: Any) -> Any:
+        # The `balancer:` section holds every algorithm's options: the default key
+        # applies only where this algorithm is the one chosen.
+        if (
+            isinstance(data, Mapping)
+            and data.get("algorithm") == ConsistentHash.name
+            and data.get("hash_key") is None
+        ):
+            return {**data, "hash_key": "ip"}
+        return data
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, value: str | None) -> str | None:
+        if value is None or value in ("ip", "url"):
+            return value
+        kind, sep, name = value.partition(":")
+        if kind in ("header", "cookie") and sep and TOKEN_RE.fullmatch(name):
+            return value
+        raise ValueError(
+            f"invalid hash_key {value!r}: expected ip, url, header:NAME or cookie:NAME"
+        )
+
+
+@register(ConsistentHashOptions)
 class ConsistentHash(Balancer):
     name = "consistent_hash"
 

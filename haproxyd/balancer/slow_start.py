@@ -27,6 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from haproxyd.config.fields import Section
+from haproxyd.config.types import Duration
+
 if TYPE_CHECKING:
     import random
 
@@ -35,6 +40,14 @@ if TYPE_CHECKING:
 RAMP_FLOOR = 0.05  # the share of its weight a backend gets the moment it comes up
 RAMP_STEPS = 20  # score-based algorithms refresh ramping weights this many times
 _GATE_SCALE = float(1 << 32)
+
+
+class SlowStartOptions(Section):
+    """The `balancer:` option every algorithm reads (see `registry.py`)."""
+
+    slow_start: Duration = Field(
+        0.0, ge=0, description="Ramp a recovered backend's weight up over this time; 0 = off."
+    )
 
 
 class SlowStart:

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from haproxyd.balancer.base import register
-from haproxyd.balancer.keys import KeyFunc, url_key
+from haproxyd.balancer.keys import KeyFunc, UrlKeyOptions, url_key
 from haproxyd.balancer.map_hash import MapHash
+from haproxyd.balancer.registry import register
+from haproxyd.balancer.slow_start import SlowStartOptions
 
 
-@register
+class UrlHashOptions(UrlKeyOptions, SlowStartOptions):
+    """What url_hash reads."""
+
+
+@register(UrlHashOptions)
 class UrlHash(MapHash):
     name = "url_hash"
 

@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from haproxyd.balancer.base import Balancer, RequestContext, register, usable
-from haproxyd.balancer.slow_start import SlowStart
+from haproxyd.balancer.base import Balancer, RequestContext, usable
+from haproxyd.balancer.registry import register
+from haproxyd.balancer.slow_start import SlowStart, SlowStartOptions
 from haproxyd.balancer.state import Backend
 
 CYCLE_BUDGET = 1_000_000  # W * d steps allowed to precompute the cycle in `rebuild`
@@ -99,7 +100,7 @@ def nginx_sequence(weights: Sequence[int], count: int) -> list[int]:
     return out
 
 
-@register
+@register(SlowStartOptions)
 class WeightedRoundRobin(Balancer):
     name = "weighted_round_robin"
     cycle_budget = CYCLE_BUDGET  # W * d steps allowed in `rebuild` (tests lower it)

@@ -104,35 +104,49 @@ def _overlap(a: Address, b: Address) -> bool:
     return False
 
 
+class _Socket:
+    """An address the config binds: where it is written (None: a default), the name to
+    give it in a message, the address."""
+
+    __slots__ = ("address", "label", "path")
+
+    def __init__(self, path: YamlPath | None, label: str, address: Address) -> None:
+        self.path = path
+        self.label = label
+        self.address = address
+
+
 def _address_clashes(data: Any, default_listen: Address, default_admin: Address) -> list[Problem]:
     """Two listeners on one socket would silently share it through SO_REUSEPORT (half
     the connections each), and the admin port on a proxy port cannot start at all."""
-    sockets: list[tuple[YamlPath | None, str, Address]] = []
+    sockets: list[_Socket] = []
     if _has(data, "listeners"):
         for index, listener in _items(_get(data, "listeners")):
             address = _address(_get(listener, "address"))
             if address is not None:
                 path: YamlPath = ("listeners", index, "address")
-                sockets.append((path, format_path(path), address))
+                sockets.append(_Socket(path, format_path(path), address))
     else:
-        sockets.append((None, f"the default listener {default_listen}", default_listen))
+        sockets.append(_Socket(None, f"the default listener {default_listen}", default_listen))
     admin_address = _get(_get(data, "admin"), "address")
     if admin_address is None:
-        sockets.append((None, f"the default admin address {default_admin}", default_admin))
+        sockets.append(_Socket(None, f"the default admin address {default_admin}", default_admin))
     else:
         address = _address(admin_address)
         if address is not None:
-            sockets.append((("admin", "address"), "admin.address", address))
+            sockets.append(_Socket(("admin", "address"), "admin.address", address))
     problems: list[Problem] = []
     for later in range(len(sockets)):
         for earlier in range(later):
             first, second = sockets[earlier], sockets[later]
-            if not _overlap(first[2], second[2]):
+            if not _overlap(first.address, second.address):
                 continue
             # Report at whichever of the two the operator wrote (the later one if both).
-            where, other = (second, first) if second[0] is not None else (first, second)
-            assert where[0] is not None  # two defaults never clash
-            problems.append((where[0], f"{where[2]} clashes with {other[1]} ({other[2]})"))
+            where, other = (second, first) if second.path is not None else (first, second)
+            assert where.path is not None  # two defaults never clash
+            problems.append(
+                (where.path, f"{where.address} clashes with {other.label} ({other.address})")
+            )
             break
     return problems
 

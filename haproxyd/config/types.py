@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -76,7 +76,15 @@ def parse_address(value: Any) -> Address:
     return Address(host, int(port_text))
 
 
-AddressField = Annotated[Address, BeforeValidator(parse_address), PlainSerializer(str)]
+ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
+
+AddressField = Annotated[
+    Address,
+    BeforeValidator(parse_address),
+    PlainSerializer(str),
+    # In JSON (the admin API, its OpenAPI document) an address is its text form.
+    WithJsonSchema({"type": "string", "pattern": ADDRESS_PATTERN}),
+]
 
 
 def is_loopback(host: str) -> bool:

@@ -6,7 +6,8 @@ with the live pools and their configs, then `start`; see `scheduler.py` for the 
 
 from haproxyd.health.base import NODE_TYPES, REGISTRY, Check, CheckResult, create_check
 from haproxyd.health.passive import PassiveDetector
-from haproxyd.health.scheduler import CheckStatus, HealthEvent, HealthScheduler, NodeHealth
+from haproxyd.health.scheduler import HealthScheduler
+from haproxyd.health.session import CheckStatus, HealthEvent, NodeHealth
 
 __all__ = [
     "NODE_TYPES",

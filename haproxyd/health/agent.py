@@ -32,6 +32,7 @@ from haproxyd.health.base import Check, CheckResult, clip, close_writer, registe
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import SystemMetricsCheck as AgentCheckConfig
 
 MAX_LINE = 1024
 _SEPARATORS = re.compile(r"[\s,]+")
@@ -88,12 +89,12 @@ class SystemMetricsCheck(Check):
     type = "system_metrics"
     node_capable = True
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: AgentCheckConfig) -> None:
         super().__init__(config)
-        self.max_cpu = getattr(config, "max_cpu_percent", None)
-        self.max_load1 = getattr(config, "max_load1", None)
-        send = getattr(config, "send", None)
-        self.send = send.encode() if isinstance(send, str) else send
+        self.port = config.port
+        self.max_cpu = config.max_cpu_percent
+        self.max_load1 = config.max_load1
+        self.send = config.send.encode() if config.send is not None else None
         self.read_metrics = read_node_metrics
         # psutil's cpu_percent(None) measures since the previous call: prime it so
         # the first node probe has a real interval behind it.

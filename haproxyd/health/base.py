@@ -16,26 +16,19 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from haproxyd.config.sections.health import NODE_CHECK_TYPES, CheckBase
+
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
 
-# Fields every check config has that say when and how often to probe, not what to probe.
-# A reload that changes only these keeps the probe session's state (see `probe_key`).
-TIMING_FIELDS = frozenset(
-    {
-        "interval",
-        "timeout",
-        "rise",
-        "fall",
-        "down_interval",
-        "fast_interval",
-        "jitter",
-        "init_state",
-    }
-)
+# The fields every check config has (the schema's CheckBase) say when and how often to
+# probe, not what to probe. A reload that changes only these keeps the probe session's
+# state (see `probe_key`).
+TIMING_FIELDS = frozenset(CheckBase.model_fields)
 
-# Check types that may run as node checks (checks of the proxy's own host).
-NODE_TYPES = frozenset({"disk_space", "memory_usage", "system_metrics", "custom_script"})
+# Check types that may run as node checks (checks of the proxy's own host): the ones the
+# schema allows in `node_checks`.
+NODE_TYPES = frozenset(NODE_CHECK_TYPES)
 # Check types that only make sense on the node (they do not look at a backend at all).
 NODE_ONLY_TYPES = frozenset({"disk_space", "memory_usage"})
 
@@ -74,6 +67,8 @@ class Check:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        # The check's `port` override, for the types that have one; None: the backend's.
+        self.port: int | None = None
 
     async def probe(self, backend: Backend | None) -> CheckResult:
         raise NotImplementedError
@@ -91,8 +86,7 @@ class Check:
     def target(self, backend: Backend) -> tuple[str, int]:
         """(host, port) to probe: the backend's address, or its host with the check's
         `port` override (HAProxy `port`/`agent-port`)."""
-        port = getattr(self.config, "port", None)
-        return backend.host, int(port) if port else backend.port
+        return backend.host, self.port or backend.port
 
 
 REGISTRY: dict[str, type[Check]] = {}

@@ -41,6 +41,7 @@ from haproxyd.health.base import Check, CheckResult, clip, close_writer, registe
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import DatabaseCheck as DatabaseCheckConfig
 
 MAX_MESSAGE = 1 << 20  # bytes; a longer message during a health check means a wrong peer
 
@@ -53,14 +54,15 @@ class DatabaseCheckError(Exception):
 class DatabaseCheck(Check):
     type = "database"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: DatabaseCheckConfig) -> None:
         super().__init__(config)
+        self.port = config.port
         self.flavor = config.flavor
         if self.flavor not in ("postgresql", "mysql"):
             raise ValueError(f"database flavor must be postgresql or mysql, not {self.flavor!r}")
-        self.user = getattr(config, "user", None)
-        self.password = getattr(config, "password", None)
-        self.database = getattr(config, "database", None)
+        self.user = config.user
+        self.password = config.password
+        self.database = config.database
 
     def describe(self) -> str:
         return f"database {self.flavor}" + (f" as {self.user}" if self.user else "")

@@ -29,6 +29,7 @@ from haproxyd.health.base import Check, CheckResult, clip, register
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import HttpCheck as HttpCheckConfig
 
 _VISIBLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
 MAX_BODY = 65536  # bytes of the response body searched by `expect_body`
@@ -195,23 +196,24 @@ TARGET_CACHE = 100_000  # targets whose request bytes and idle connection a chec
 class HttpCheck(Check):
     type = "http"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: HttpCheckConfig) -> None:
         super().__init__(config)
-        self.method = (getattr(config, "method", None) or "GET").upper()
-        self.path = getattr(config, "path", None) or "/"
+        self.port = config.port
+        self.config: HttpCheckConfig = config
+        self.method = config.method.upper()
+        self.path = config.path
         if not self.path.startswith("/"):
             self.path = "/" + self.path
         # The request line carries ASCII: other characters go UTF-8 and percent-encoded
         # (as an HTTP client does); escapes already written stay as they are.
         self._target = quote(self.path, safe=_VISIBLE_ASCII)
-        self.ranges = parse_status_ranges(getattr(config, "expect_status", None) or [200])
-        body = getattr(config, "expect_body", None)
+        self.ranges = parse_status_ranges(config.expect_status)
+        body = config.expect_body
         self.body_re = re.compile(body.encode()) if body else None
-        self.tls = bool(getattr(config, "tls", False))
-        self.headers = dict(getattr(config, "headers", None) or {})
-        host = getattr(config, "host", None)
-        if host:
-            self.headers["Host"] = host
+        self.tls = config.tls
+        self.headers = dict(config.headers)
+        if config.host:
+            self.headers["Host"] = config.host
         self.headers.setdefault("User-Agent", DEFAULT_USER_AGENT)
         self._ssl: ssl.SSLContext | None = None
         self._requests: dict[tuple[str, int], bytes] = {}  # request bytes per target
@@ -247,7 +249,7 @@ class HttpCheck(Check):
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
             context = ssl.create_default_context()
-            if not getattr(self.config, "verify_tls", True):
+            if not self.config.verify_tls:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             self._ssl = context

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -19,6 +19,8 @@ from haproxyd.health.base import Check, CheckResult, register
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import DiskSpaceCheck as DiskSpaceConfig
+    from haproxyd.config.sections.health import MemoryUsageCheck as MemoryUsageConfig
 
 
 def _size(n: float) -> str:
@@ -35,11 +37,11 @@ class DiskSpaceCheck(Check):
     node_capable = True
     backend_capable = False
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: DiskSpaceConfig) -> None:
         super().__init__(config)
-        self.path = getattr(config, "path", None) or "/"
-        self.min_free_percent = getattr(config, "min_free_percent", None)
-        self.min_free_bytes = getattr(config, "min_free_bytes", None)
+        self.path = config.path
+        self.min_free_percent = config.min_free_percent
+        self.min_free_bytes = config.min_free_bytes
         if self.min_free_percent is None and self.min_free_bytes is None:
             raise ValueError("disk_space needs min_free_percent or min_free_bytes")
 
@@ -71,10 +73,9 @@ class MemoryUsageCheck(Check):
     node_capable = True
     backend_capable = False
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: MemoryUsageConfig) -> None:
         super().__init__(config)
-        max_percent = getattr(config, "max_percent", None)
-        self.max_percent = 90.0 if max_percent is None else float(max_percent)
+        self.max_percent = config.max_percent
 
     def describe(self) -> str:
         return f"memory_usage <= {self.max_percent:g}%"

@@ -23,14 +23,16 @@ Cost: O(1) per report; `tick` is O(ejected backends).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend, Pool
+    from haproxyd.config.sections.health import PassiveConfig
 
 MAX_EJECTION_FLOOR = 300.0  # seconds; the cap is max(ejection, this)
 
@@ -58,7 +60,7 @@ class PassiveDetector:
     def __init__(
         self,
         pool: Pool,
-        config: Any,
+        config: PassiveConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, bool, str, float], None] | None = None,
@@ -71,13 +73,13 @@ class PassiveDetector:
         self.capped = 0  # ejections refused by max_ejection_percent
         self.update(config)
 
-    def update(self, config: Any) -> None:
+    def update(self, config: PassiveConfig) -> None:
         """New thresholds (config reload); records and current ejections are kept."""
         self.config = config
-        self.threshold = max(1, int(getattr(config, "consecutive_failures", 5)))
-        self.base = float(getattr(config, "ejection", 30.0))
-        self.max_percent = float(getattr(config, "max_ejection_percent", 50))
-        self.on_5xx = bool(getattr(config, "on_5xx", False))
+        self.threshold = config.consecutive_failures
+        self.base = config.ejection
+        self.max_percent = config.max_ejection_percent
+        self.on_5xx = config.on_5xx
         self.max_ejection = max(self.base, MAX_EJECTION_FLOOR)
 
     # -- the data plane's call ---------------------------------------------------------
@@ -170,3 +172,79 @@ class PassiveDetector:
         self.ejected[backend_id] = record.ejected_until
         if self.on_change is not None:
             self.on_change(backend_id, True, record.last_reason, duration)
+
+
+class PassiveDetectors:
+    """The detectors of every pool with a `passive:` section, and the timer that
+    re-admits ejected backends when the earliest ejection ends. Owned by the health
+    scheduler, on its loop; `on_change(pool, backend_id, ejected, reason)` is its."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        on_change: Callable[[str, str, bool, str], None],
+    ) -> None:
+        self.by_pool: dict[str, PassiveDetector] = {}
+        self._clock = clock
+        self._on_change = on_change
+        self._waiter: asyncio.Future[None] | None = None
+
+    def update(self, pool_name: str, pool: Pool, config: PassiveConfig | None) -> None:
+        """The pool's (new) `passive:` section; None turns its detection off. Records
+        and ejections of backends still in the pool are kept."""
+        if config is None:
+            self.by_pool.pop(pool_name, None)
+            return
+        detector = self.by_pool.get(pool_name)
+        if detector is None:
+            detector = PassiveDetector(
+                pool,
+                config,
+                clock=self._clock,
+                on_change=lambda bid, ejected, reason, duration: self._changed(
+                    pool_name, bid, ejected, reason
+                ),
+            )
+            self.by_pool[pool_name] = detector
+        else:
+            detector.pool = pool
+            detector.update(config)
+        detector.prune(set(pool.backends))
+
+    def keep_only(self, pool_names: Iterable[str]) -> None:
+        """Drop the detectors of pools that are gone."""
+        keep = set(pool_names)
+        for name in [n for n in self.by_pool if n not in keep]:
+            del self.by_pool[name]
+
+    def _changed(self, pool_name: str, backend_id: str, ejected: bool, reason: str) -> None:
+        self._on_change(pool_name, backend_id, ejected, reason)
+        if ejected and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # a new, maybe earlier, deadline
+
+    def tick(self) -> float | None:
+        """Re-admit every backend whose ejection is over; seconds until the next ends."""
+        delays = [d for det in list(self.by_pool.values()) if (d := det.tick()) is not None]
+        return min(delays) if delays else None
+
+    async def run(self) -> None:
+        """Tick whenever the earliest ejection ends (or a new one starts), until
+        cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self.tick()
+            self._waiter = loop.create_future()
+            handle = None
+            if delay is not None:
+                handle = loop.call_later(delay, _resolve, self._waiter)
+            try:
+                await self._waiter
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                self._waiter = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -10,7 +10,7 @@ round trips.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -21,17 +21,19 @@ from haproxyd.health.base import Check, CheckResult, clip, register
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import RedisCheck as RedisCheckConfig
 
 
 @register
 class RedisCheck(Check):
     type = "redis"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: RedisCheckConfig) -> None:
         super().__init__(config)
-        self.password = getattr(config, "password", None)
-        self.db = int(getattr(config, "db", 0) or 0)
-        self.expect_role = getattr(config, "expect_role", None)
+        self.port = config.port
+        self.password = config.password
+        self.db = config.db
+        self.expect_role = config.expect_role
 
     def describe(self) -> str:
         return f"redis role={self.expect_role}" if self.expect_role else "redis PING"

@@ -1,4 +1,8 @@
-"""The health-probe scheduler: one probe session per (backend, check), rise/fall, events.
+"""The health-probe scheduler: when each session probes, and what its verdicts change.
+
+The sessions themselves (rise/fall counting, a backend's verdict, an agent's requests)
+are in session.py, passive detection in passive.py; this module runs the timers and
+the probes, keeps membership in step with the pools, and applies and publishes verdicts.
 
 Modelled on HAProxy's `src/check.c` (per-server `check->health` counter between 0 and
 rise+fall-1, `inter`/`fastinter`/`downinter`, `spread-checks`) and Envoy's
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import logging
 import random
@@ -44,7 +47,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haproxyd.balancer.state import Backend, BackendState, Pool
 from haproxyd.health.base import (
@@ -55,201 +58,31 @@ from haproxyd.health.base import (
     create_check,
     probe_key,
 )
-from haproxyd.health.passive import PassiveDetector
+from haproxyd.health.passive import PassiveDetector, PassiveDetectors
+from haproxyd.health.session import (
+    AGENT_TYPE,
+    CHECKING,
+    DOWN,
+    UP,
+    CheckEntry,
+    CheckStatus,
+    HealthEvent,
+    NodeHealth,
+    Session,
+    Target,
+    Timing,
+)
 from haproxyd.health.wheel import TimerWheel
 from haproxyd.tasks import cancel_and_wait
 
+if TYPE_CHECKING:
+    from haproxyd.config.schema import Config, HealthCheckConfig, PoolConfig
+
 log = logging.getLogger("haproxyd.health")
 
-CHECKING, UP, DOWN = "checking", "up", "down"
-AGENT_TYPE = "system_metrics"
 DEFAULT_CONCURRENCY = 512
 EVENT_LOG_SIZE = 1000
 WAKE_GRID = 0.02  # seconds: probes due within one slot of this grid start together
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HealthEvent:
-    """A change of health: a check's status, a passive ejection, an agent's request.
-
-    `check` is the check type, or "passive" for outlier detection. `old`/`new` are
-    session statuses (checking/up/down), "ejected"/"up" for passive events, or backend
-    states for an agent's drain/maint/ready. `state` is the backend's state after the
-    event (None for node checks, where `node` is True, `pool` is "" and `backend` is
-    the node id). `time` is wall-clock seconds since the epoch.
-    """
-
-    time: float
-    pool: str
-    backend: str
-    check: str
-    old: str
-    new: str
-    reason: str
-    latency: float
-    state: str | None = None
-    name: str = ""
-    node: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CheckStatus:
-    """A snapshot of one probe session, for the admin API and the status page."""
-
-    pool: str
-    backend: str
-    address: str
-    type: str
-    name: str
-    status: str  # checking | up | down
-    state: str | None  # the backend's state (None for node checks)
-    last_ok: bool | None
-    last_reason: str
-    last_latency: float
-    last_check: float | None  # wall clock
-    last_change: float  # wall clock
-    consecutive_passes: int
-    consecutive_fails: int
-    checks_total: int
-    failures_total: int
-    paused: bool
-    interval: float
-    node: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NodeHealth:
-    """The node's own health: False when any node check is down."""
-
-    healthy: bool
-    reasons: tuple[str, ...]
-    checks: tuple[CheckStatus, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "healthy": self.healthy,
-            "reasons": list(self.reasons),
-            "checks": [c.to_dict() for c in self.checks],
-        }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Timing:
-    """The timing fields of a check config, read once per (re)configuration."""
-
-    interval: float
-    timeout: float
-    rise: int
-    fall: int
-    down_interval: float | None
-    fast_interval: float | None
-    jitter: float
-    init_state: str
-
-    @classmethod
-    def of(cls, config: Any) -> Timing:
-        def get(name: str, default: Any) -> Any:
-            value = getattr(config, name, default)
-            return default if value is None else value
-
-        return cls(
-            interval=float(get("interval", 5.0)),
-            timeout=float(get("timeout", 1.0)),
-            rise=max(1, int(get("rise", 2))),
-            fall=max(1, int(get("fall", 3))),
-            down_interval=getattr(config, "down_interval", None),
-            fast_interval=getattr(config, "fast_interval", None),
-            jitter=float(get("jitter", 0.1)),
-            init_state=str(get("init_state", CHECKING)),
-        )
-
-
-class _Target:
-    """One backend of one pool, with its sessions and what the agent decided."""
-
-    __slots__ = ("address", "agent_admin", "backend", "pool", "pool_name", "sessions")
-
-    def __init__(self, pool_name: str, pool: Pool, backend: Backend) -> None:
-        self.pool_name = pool_name
-        self.pool = pool
-        self.backend = backend
-        self.address = backend.address
-        self.sessions: list[_Session] = []
-        self.agent_admin: BackendState | None = None  # DRAINING/MAINT set by the agent
-
-
-class _Session:
-    """The probe loop state of one (backend, check), or of one node check."""
-
-    __slots__ = (
-        "check",
-        "checks_total",
-        "config",
-        "expired",
-        "fails",
-        "failures_total",
-        "key",
-        "last_change",
-        "last_check",
-        "last_latency",
-        "last_ok",
-        "last_reason",
-        "passes",
-        "paused",
-        "probing",
-        "status",
-        "target",
-        "task",
-        "timing",
-        "waiter",
-    )
-
-    def __init__(
-        self,
-        key: tuple,
-        target: _Target | None,
-        check: Check,
-        config: Any,
-        status: str,
-        now: float,
-    ) -> None:
-        self.key = key
-        self.target = target
-        self.check = check
-        self.config = config
-        self.timing = Timing.of(config)
-        self.status = status
-        self.passes = 0
-        self.fails = 0
-        self.last_ok: bool | None = None
-        self.last_reason = "not checked yet"
-        self.last_latency = 0.0
-        self.last_check: float | None = None
-        self.last_change = now
-        self.checks_total = 0
-        self.failures_total = 0
-        self.paused = False
-        self.task: asyncio.Task | None = None
-        self.waiter: asyncio.Future | None = None
-        self.probing = False  # a probe is running in `task`
-        self.expired = False  # and its timeout cancelled it
-
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def expire(self, timer: asyncio.Future[None]) -> None:
-        """The probe's timeout (a wheel sleeper) is due: cancel the probe, if it is
-        still the one running."""
-        if not timer.cancelled() and self.probing and self.task is not None:
-            self.expired = True
-            self.task.cancel()
 
 
 class HealthScheduler:
@@ -277,19 +110,20 @@ class HealthScheduler:
         self._rng = rng if rng is not None else random.Random()
         self._subscribers: list[Callable[[HealthEvent], Any]] = []
         self._pools: dict[str, Pool] = {}
-        self._pool_checks: dict[str, list[tuple[str, Any, Check]]] = {}
+        self._pool_checks: dict[str, list[CheckEntry]] = {}
         self._checks: dict[tuple[str, str], Check] = {}
-        self._targets: dict[tuple[str, str], _Target] = {}
-        self._sessions: dict[tuple, _Session] = {}
-        self._node_sessions: dict[str, _Session] = {}
-        self._detectors: dict[str, PassiveDetector] = {}
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._sessions: dict[tuple, Session] = {}
+        self._node_sessions: dict[str, Session] = {}
+        self._passive = PassiveDetectors(clock, self._on_passive)
+        # The same dict, read directly on the data plane's `report` path.
+        self._detectors: dict[str, PassiveDetector] = self._passive.by_pool
         self._listened: weakref.WeakSet[Pool] = weakref.WeakSet()
-        self._paused: set[_Session] = set()
+        self._paused: set[Session] = set()
         self._background: set[asyncio.Task] = set()
         self._events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self._sem: asyncio.Semaphore | None = None
         self._passive_task: asyncio.Task | None = None
-        self._passive_waiter: asyncio.Future | None = None
         self._running = False
         self._syncing = False
         # Pools whose backends' states the probes changed and that have not been
@@ -301,15 +135,15 @@ class HealthScheduler:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def apply_config(self, pools: Mapping[str, Pool], config: Any) -> None:
+    def apply_config(self, pools: Mapping[str, Pool], config: Config) -> None:
         """`update` from a root `Config`: its pools' checks and its node checks."""
-        self.update(pools, config.pools, getattr(config, "node_checks", ()))
+        self.update(pools, config.pools, config.node_checks)
 
     def update(
         self,
         pools: Mapping[str, Pool],
-        configs: Mapping[str, Any],
-        node_checks: Sequence[Any] | None = None,
+        configs: Mapping[str, PoolConfig],
+        node_checks: Sequence[HealthCheckConfig] | None = None,
     ) -> None:
         """Install the checks of `configs` (pool name -> an object with `health_checks`
         and `passive`, e.g. a `PoolConfig`) on the live `pools`, and the node checks
@@ -321,41 +155,41 @@ class HealthScheduler:
         before the listeners accept traffic.
         """
         # Build every new check first: a bad one must leave the running set untouched.
-        pool_checks: dict[str, list[tuple[str, Any, Check]]] = {}
+        pool_checks: dict[str, list[CheckEntry]] = {}
         checks: dict[tuple[str, str], Check] = {}
         for pool_name, pool_config in configs.items():
             if pool_name not in pools:
                 continue
-            entries: list[tuple[str, Any, Check]] = []
-            for config in getattr(pool_config, "health_checks", None) or ():
+            entries: list[CheckEntry] = []
+            for config in pool_config.health_checks:
                 if config.type in NODE_ONLY_TYPES:
                     raise ValueError(
                         f"pools.{pool_name}: {config.type} is a node check, "
                         "put it under node_checks"
                     )
                 key = probe_key(config)
-                if any(key == k for k, _, _ in entries):
+                if any(key == e.key for e in entries):
                     continue  # the same check twice probes the same thing once
                 check = self._checks.get((pool_name, key)) or _build_check(
                     config, f"pools.{pool_name}.health_checks", self.node_id
                 )
                 checks[(pool_name, key)] = check
-                entries.append((key, config, check))
+                entries.append(CheckEntry(key, config, check))
             pool_checks[pool_name] = entries
-        node_entries: list[tuple[str, Any, Check]] | None = None
+        node_entries: list[CheckEntry] | None = None
         if node_checks is not None:
             node_entries = []
             for config in node_checks:
                 if config.type not in NODE_TYPES:
                     raise ValueError(f"node_checks: {config.type} cannot check the node")
                 key = probe_key(config)
-                if any(key == k for k, _, _ in node_entries):
+                if any(key == e.key for e in node_entries):
                     continue
                 check = self._checks.get(("", key)) or _build_check(
                     config, "node_checks", self.node_id
                 )
                 checks[("", key)] = check
-                node_entries.append((key, config, check))
+                node_entries.append(CheckEntry(key, config, check))
         elif self._node_sessions:
             for key, session in self._node_sessions.items():
                 checks[("", key)] = session.check
@@ -369,8 +203,8 @@ class HealthScheduler:
             self._pools = {name: pools[name] for name in pool_checks}
             self._pool_checks = pool_checks
             self._checks = checks
-            targets: dict[tuple[str, str], _Target] = {}
-            sessions: dict[tuple, _Session] = {}
+            targets: dict[tuple[str, str], Target] = {}
+            sessions: dict[tuple, Session] = {}
             for pool_name, entries in pool_checks.items():
                 pool = self._pools[pool_name]
                 self._listen(pool)
@@ -379,19 +213,18 @@ class HealthScheduler:
                     targets[(pool_name, backend.id)] = target
                     for session in target.sessions:
                         sessions[session.key] = session
-                self._update_detector(pool_name, pool, configs[pool_name])
-            for pool_name in list(self._detectors):
-                if pool_name not in pool_checks:
-                    del self._detectors[pool_name]
+                self._passive.update(pool_name, pool, configs[pool_name].passive)
+            self._passive.keep_only(pool_checks)
             self._targets = targets
             self._sessions = sessions
             if node_entries is not None:
                 self._node_sessions = {}
-                for key, config, check in node_entries:
+                for entry in node_entries:
+                    key, config, check = entry.key, entry.config, entry.check
                     session = old_node_sessions.get(key)
                     if session is None:
                         status = UP if Timing.of(config).init_state == UP else CHECKING
-                        session = _Session(
+                        session = Session(
                             ("", self.node_id, "", key), None, check, config, status, self._wall()
                         )
                     else:
@@ -420,7 +253,7 @@ class HealthScheduler:
         self._sem = asyncio.Semaphore(self.max_concurrency)
         for session in self._all_sessions():
             self._spawn(session)
-        self._passive_task = asyncio.create_task(self._passive_loop(), name="health-passive")
+        self._passive_task = asyncio.create_task(self._passive.run(), name="health-passive")
 
     async def stop(self) -> None:
         """Stop every probe, wait for them to end, release client sessions. Backend
@@ -515,31 +348,25 @@ class HealthScheduler:
 
     # -- scheduling math (pure; tests call them) ------------------------------------------
 
-    def base_interval(self, session: _Session) -> float:
-        """HAProxy's rule: `down_interval` when fully down, `fast_interval` while going
-        up or down (and while checking), `interval` when fully up."""
-        timing = session.timing
-        if session.status == UP and session.fails == 0:
-            return timing.interval
-        if session.status == DOWN and session.passes == 0:
-            return timing.down_interval or timing.interval
-        return timing.fast_interval or timing.interval
+    def base_interval(self, session: Session) -> float:
+        """The interval the session's status calls for (`Session.base_interval`)."""
+        return session.base_interval()
 
-    def next_delay(self, session: _Session) -> float:
+    def next_delay(self, session: Session) -> float:
         base = self.base_interval(session)
         jitter = session.timing.jitter
         return base * (1.0 + self._rng.uniform(-jitter, jitter)) if jitter else base
 
-    def first_delay(self, session: _Session) -> float:
+    def first_delay(self, session: Session) -> float:
         return self._rng.uniform(0.0, self.base_interval(session))
 
     # -- probe loop --------------------------------------------------------------------
 
-    def _spawn(self, session: _Session) -> None:
+    def _spawn(self, session: Session) -> None:
         if session.task is None or session.task.done():
             session.task = asyncio.create_task(self._run(session))
 
-    async def _run(self, session: _Session) -> None:
+    async def _run(self, session: Session) -> None:
         delay = self.first_delay(session)
         while True:
             if delay > 0:
@@ -566,7 +393,7 @@ class HealthScheduler:
                 log.exception("recording a health result for %s failed", session.key[:2])
             delay = max(0.0, self.next_delay(session) - (self._clock() - started))
 
-    async def _probe(self, session: _Session) -> CheckResult:
+    async def _probe(self, session: Session) -> CheckResult:
         backend = session.target.backend if session.target is not None else None
         timeout = session.timing.timeout
         assert self._sem is not None
@@ -595,14 +422,14 @@ class HealthScheduler:
                 session.probing = False
                 timer.cancel()
 
-    def _must_pause(self, session: _Session) -> bool:
+    def _must_pause(self, session: Session) -> bool:
         target = session.target
         if target is None or target.backend.state != BackendState.MAINT:
             return False
         # The agent that put the backend in maintenance must stay able to end it.
         return not (target.agent_admin == BackendState.MAINT and session.check.type == AGENT_TYPE)
 
-    def _pause(self, session: _Session) -> None:
+    def _pause(self, session: Session) -> None:
         if session.paused:
             return
         session.paused = True
@@ -613,107 +440,35 @@ class HealthScheduler:
             session.last_change = self._wall()
             self._emit_session(session, old, "paused: backend in maintenance", 0.0)
 
-    def _record(self, session: _Session, result: CheckResult) -> None:
+    def _record(self, session: Session, result: CheckResult) -> None:
         """Count one probe result; transition, reconcile, emit. Called on the loop."""
-        timing = session.timing
-        session.checks_total += 1
-        session.last_ok = result.ok
-        session.last_reason = result.reason
-        session.last_latency = result.latency
-        session.last_check = self._wall()
-        if result.ok:
-            session.passes += 1
-            session.fails = 0
-        else:
-            session.fails += 1
-            session.passes = 0
-            session.failures_total += 1
         old = session.status
-        new = old
-        if old == CHECKING:
-            new = UP if result.ok else DOWN
-        elif old == UP and session.fails >= timing.fall:
-            new = DOWN
-        elif old == DOWN and session.passes >= timing.rise:
-            new = UP
+        new = session.count(result, self._wall())
         target = session.target
         if target is not None and session.check.type == AGENT_TYPE:
+            # Before the session takes its new status: an agent's `ready` puts the
+            # backend where the verdict of the statuses so far says.
             self._apply_agent(target, session, result)
-        if new != old:
-            session.status = new
-            session.last_change = session.last_check
+        session.settle(new)
         if target is not None:
             self._reconcile(target, batch=True)
         if new != old:
             self._emit_session(session, old, result.reason, result.latency)
 
-    def _apply_agent(self, target: _Target, session: _Session, result: CheckResult) -> None:
-        """An agent's weight and admin requests (HAProxy agent-check semantics)."""
-        backend, pool = target.backend, target.pool
-        if result.weight_percent is not None and backend.id in pool.backends:
-            weight = backend.weight * result.weight_percent // 100
-            if result.weight_percent > 0 and backend.weight > 0:
-                weight = max(1, weight)
-            if weight != backend.effective_weight:
-                log.info(
-                    "%s/%s: agent sets weight %d (%d%%)",
-                    target.pool_name,
-                    backend.id,
-                    weight,
-                    result.weight_percent,
-                )
-                pool.set_weight(backend.id, weight, effective_only=True)
-        if target.agent_admin is not None and backend.state != target.agent_admin:
-            target.agent_admin = None  # an operator changed the state since: theirs now
-        request = result.admin_state
-        if request is None or backend.id not in pool.backends:
-            return
-        old = backend.state
-        if request == "drain" and old not in (BackendState.DRAINING, BackendState.MAINT):
-            target.agent_admin = BackendState.DRAINING
-            pool.set_state(backend.id, BackendState.DRAINING)
-        elif request == "maint" and old != BackendState.MAINT:
-            if old == BackendState.DRAINING and target.agent_admin is None:
-                return  # the operator's drain stands; the agent cannot override it
-            target.agent_admin = BackendState.MAINT
-            pool.set_state(backend.id, BackendState.MAINT)
-        elif request == "ready" and target.agent_admin is not None:
-            target.agent_admin = None
-            pool.set_state(backend.id, self._verdict(target))
-        else:
-            return
-        self._emit(
-            HealthEvent(
-                time=self._wall(),
-                pool=target.pool_name,
-                backend=backend.id,
-                check=AGENT_TYPE,
-                old=str(old),
-                new=str(backend.state),
-                reason=f"agent requested {request}",
-                latency=result.latency,
-                state=str(backend.state),
-                name=session.check.describe(),
-            )
-        )
-        if backend.state != BackendState.MAINT:
-            self._wake_paused(target.pool_name)
+    def _apply_agent(self, target: Target, session: Session, result: CheckResult) -> None:
+        event = target.apply_agent(session, result, self._verdict, self._wall())
+        if event is not None:
+            self._emit(event)
+            if target.backend.state != BackendState.MAINT:
+                self._wake_paused(target.pool_name)
 
     # -- verdicts and backend state ----------------------------------------------------
 
-    def _verdict(self, target: _Target) -> BackendState:
+    def _verdict(self, target: Target) -> BackendState:
         detector = self._detectors.get(target.pool_name)
-        if detector is not None and detector.is_ejected(target.backend.id):
-            return BackendState.DOWN
-        verdict = BackendState.UP
-        for session in target.sessions:
-            if session.status == DOWN:
-                return BackendState.DOWN
-            if session.status == CHECKING:
-                verdict = BackendState.CHECKING
-        return verdict
+        return target.verdict(detector is not None and detector.is_ejected(target.backend.id))
 
-    def _reconcile(self, target: _Target, *, batch: bool = False) -> None:
+    def _reconcile(self, target: Target, *, batch: bool = False) -> None:
         """Make the backend's state follow its verdict unless an admin state holds it.
         With `batch`, the pool is refreshed once at the end of this loop iteration
         (with whatever else changed meanwhile) instead of at once."""
@@ -746,33 +501,22 @@ class HealthScheduler:
         pool_name: str,
         pool: Pool,
         backend: Backend,
-        entries: list[tuple[str, Any, Check]],
-        old_sessions: Mapping[tuple, _Session],
-    ) -> _Target:
+        entries: list[CheckEntry],
+        old_sessions: Mapping[tuple, Session],
+    ) -> Target:
         old = self._targets.get((pool_name, backend.id))
-        if old is not None and old.address == backend.address:
-            was_up = self._verdict(old) == BackendState.UP and (
-                old.sessions or old.backend.state == BackendState.UP
-            )
-            target = old
-            target.pool, target.backend = pool, backend
-        else:
-            was_up = False
-            target = _Target(pool_name, pool, backend)
-        sessions = []
-        for key, config, check in entries:
-            skey = (pool_name, backend.id, backend.address, key)
-            session = old_sessions.get(skey)
-            if session is not None:
-                session.config, session.check, session.target = config, check, target
-                session.timing = Timing.of(config)
-            else:
-                timing = Timing.of(config)
-                status = UP if was_up or timing.init_state == UP else CHECKING
-                session = _Session(skey, target, check, config, status, self._wall())
-            sessions.append(session)
-        target.sessions = sessions
-        return target
+        if old is None or old.address != backend.address:
+            target = Target(pool_name, pool, backend)
+            target.install(entries, old_sessions, was_up=False, now=self._wall())
+            return target
+        # A new check on a backend that is already UP starts `up`: adding a check must
+        # not take traffic away.
+        was_up = self._verdict(old) == BackendState.UP and (
+            bool(old.sessions) or old.backend.state == BackendState.UP
+        )
+        old.pool, old.backend = pool, backend
+        old.install(entries, old_sessions, was_up=was_up, now=self._wall())
+        return old
 
     def _listen(self, pool: Pool) -> None:
         if pool in self._listened:
@@ -799,7 +543,7 @@ class HealthScheduler:
             for (pname, bid), t in self._targets.items()
             if pname == pool_name and bid not in pool.backends
         ]
-        added: list[_Target] = []
+        added: list[Target] = []
         self._syncing = True
         try:
             for target in removed:
@@ -836,7 +580,7 @@ class HealthScheduler:
             ):
                 session.wake()
 
-    def _retire(self, sessions: Iterable[_Session], checks: Iterable[Check]) -> None:
+    def _retire(self, sessions: Iterable[Session], checks: Iterable[Check]) -> None:
         tasks = []
         for session in sessions:
             self._paused.discard(session)
@@ -857,35 +601,12 @@ class HealthScheduler:
             for check in checks:
                 await _close_check(check)
 
-        task = loop.create_task(finish())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._keep(loop.create_task(finish()))
 
-    def _all_sessions(self) -> list[_Session]:
+    def _all_sessions(self) -> list[Session]:
         return [*self._sessions.values(), *self._node_sessions.values()]
 
     # -- passive detection -------------------------------------------------------------
-
-    def _update_detector(self, pool_name: str, pool: Pool, pool_config: Any) -> None:
-        passive = getattr(pool_config, "passive", None)
-        if passive is None:
-            self._detectors.pop(pool_name, None)
-            return
-        detector = self._detectors.get(pool_name)
-        if detector is None:
-            detector = PassiveDetector(
-                pool,
-                passive,
-                clock=self._clock,
-                on_change=lambda bid, ejected, reason, duration, p=pool_name: self._on_passive(
-                    p, bid, ejected, reason
-                ),
-            )
-            self._detectors[pool_name] = detector
-        else:
-            detector.pool = pool
-            detector.update(passive)
-        detector.prune(set(pool.backends))
 
     def _on_passive(self, pool_name: str, backend_id: str, ejected: bool, reason: str) -> None:
         target = self._targets.get((pool_name, backend_id))
@@ -906,70 +627,18 @@ class HealthScheduler:
                 name="passive",
             )
         )
-        if ejected and self._passive_waiter is not None and not self._passive_waiter.done():
-            self._passive_waiter.set_result(None)  # a new, maybe earlier, deadline
 
     def tick_passive(self) -> float | None:
         """Re-admit every backend whose ejection is over; seconds until the next ends."""
-        delays = [d for det in list(self._detectors.values()) if (d := det.tick()) is not None]
-        return min(delays) if delays else None
-
-    async def _passive_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            delay = self.tick_passive()
-            self._passive_waiter = loop.create_future()
-            handle = None
-            if delay is not None:
-                handle = loop.call_later(delay, _resolve, self._passive_waiter)
-            try:
-                await self._passive_waiter
-            finally:
-                if handle is not None:
-                    handle.cancel()
-                self._passive_waiter = None
+        return self._passive.tick()
 
     # -- events ------------------------------------------------------------------------
 
-    def _snapshot(self, session: _Session) -> CheckStatus:
-        target = session.target
-        return CheckStatus(
-            pool=target.pool_name if target else "",
-            backend=target.backend.id if target else self.node_id,
-            address=target.backend.address if target else "",
-            type=session.check.type,
-            name=session.check.describe(),
-            status=session.status,
-            state=str(target.backend.state) if target else None,
-            last_ok=session.last_ok,
-            last_reason=session.last_reason,
-            last_latency=session.last_latency,
-            last_check=session.last_check,
-            last_change=session.last_change,
-            consecutive_passes=session.passes,
-            consecutive_fails=session.fails,
-            checks_total=session.checks_total,
-            failures_total=session.failures_total,
-            paused=session.paused,
-            interval=self.base_interval(session),
-            node=target is None,
-        )
+    def _snapshot(self, session: Session) -> CheckStatus:
+        return session.snapshot(self.node_id)
 
-    def _emit_session(self, session: _Session, old: str, reason: str, latency: float) -> None:
-        target = session.target
-        event = HealthEvent(
-            time=self._wall(),
-            pool=target.pool_name if target else "",
-            backend=target.backend.id if target else self.node_id,
-            check=session.check.type,
-            old=old,
-            new=session.status,
-            reason=reason,
-            latency=latency,
-            state=str(target.backend.state) if target else None,
-            name=session.check.describe(),
-            node=target is None,
-        )
+    def _emit_session(self, session: Session, old: str, reason: str, latency: float) -> None:
+        event = session.event(old, reason, latency, self.node_id, self._wall())
         level = logging.WARNING if session.status == DOWN else logging.INFO
         log.log(
             level,
@@ -989,11 +658,14 @@ class HealthScheduler:
             try:
                 outcome = callback(event)
                 if inspect.isawaitable(outcome):
-                    task = asyncio.ensure_future(outcome)
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                    self._keep(asyncio.ensure_future(outcome))
             except Exception:
                 log.exception("health event subscriber %r failed", callback)
+
+    def _keep(self, task: asyncio.Future[Any]) -> None:
+        """Hold a background task until it ends (`stop` waits for them)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _build_check(config: Any, where: str, node_id: str) -> Check:
@@ -1003,11 +675,6 @@ def _build_check(config: Any, where: str, node_id: str) -> Check:
         raise ValueError(f"{where}: {getattr(config, 'type', '?')}: {exc}") from exc
     check.bind(node_id)
     return check
-
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 async def _close_check(check: Check) -> None:

@@ -20,12 +20,13 @@ import os
 import shlex
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from haproxyd.health.base import Check, CheckResult, clip, register
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import CustomScriptCheck as ScriptCheckConfig
 
 MAX_OUTPUT = 4096  # bytes of stdout/stderr kept for the reason
 
@@ -35,15 +36,14 @@ class ScriptCheck(Check):
     type = "custom_script"
     node_capable = True
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: ScriptCheckConfig) -> None:
         super().__init__(config)
         command = config.command
         self.argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not self.argv:
             raise ValueError("custom_script: empty command")
-        self.env = {str(k): str(v) for k, v in (getattr(config, "env", None) or {}).items()}
-        timeout = getattr(config, "timeout", None)
-        self.timeout = float(timeout) if timeout else None
+        self.env = dict(config.env)
+        self.timeout = config.timeout
 
     def describe(self) -> str:
         return f"custom_script {os.path.basename(self.argv[0])}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from haproxyd.health.base import Check, CheckResult, clip, close_writer, register
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
+    from haproxyd.config.sections.health import TcpCheck as TcpCheckConfig
 
 MAX_READ = 65536  # bytes read while looking for `expect`
 
@@ -24,12 +25,11 @@ MAX_READ = 65536  # bytes read while looking for `expect`
 class TcpCheck(Check):
     type = "tcp"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: TcpCheckConfig) -> None:
         super().__init__(config)
-        send = getattr(config, "send", None)
-        self.send = send.encode() if isinstance(send, str) else send
-        expect = getattr(config, "expect", None)
-        self.expect = re.compile(expect.encode()) if expect else None
+        self.port = config.port
+        self.send = config.send.encode() if config.send is not None else None
+        self.expect = re.compile(config.expect.encode()) if config.expect else None
 
     def describe(self) -> str:
         return "tcp expect" if self.expect is not None else "tcp connect"

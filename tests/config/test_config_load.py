@@ -11,6 +11,7 @@ import pydantic
 import pytest
 from config_helpers import MINIMAL, issues, load
 
+from haproxyd.balancer import registry
 from haproxyd.config import (
     Address,
     Config,
@@ -363,14 +364,18 @@ def test_models_are_frozen() -> None:
 
 
 def _models() -> list[type[pydantic.BaseModel]]:
-    return [
+    # The schema re-exports every section model (each lives in a module of
+    # haproxyd.config.sections); the balancer's options are declared by the algorithms.
+    option_models = {a.options for a in registry.algorithms().values()}
+    exported = {
         value
         for value in vars(schema).values()
         if isinstance(value, type)
         and issubclass(value, pydantic.BaseModel)
-        and value.__module__ == schema.__name__
+        and value.__module__.startswith("haproxyd.config")
         and not value.__name__.startswith("_")
-    ]
+    }
+    return sorted(exported | option_models, key=lambda m: m.__name__)
 
 
 @pytest.mark.parametrize("model", _models(), ids=lambda m: m.__name__)

@@ -13,67 +13,22 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.state import Backend, Pool
+from haproxyd.config.schema import HealthCheckConfig, PassiveConfig
 
 PG_ADDR = ("127.0.0.1", 5432)
 MYSQL_ADDR = ("127.0.0.1", 3306)
 
-# The defaults of the config contract (/tmp/plan/config_contract.md), used only while
-# haproxyd.config.schema does not exist yet.
-_COMMON = dict(
-    interval=5.0,
-    timeout=1.0,
-    rise=2,
-    fall=3,
-    down_interval=None,
-    fast_interval=None,
-    jitter=0.1,
-    init_state="checking",
-)
-_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "http": dict(
-        path="/",
-        method="GET",
-        host=None,
-        expect_status=[200],
-        expect_body=None,
-        tls=False,
-        verify_tls=True,
-        headers={},
-        port=None,
-    ),
-    "tcp": dict(send=None, expect=None, port=None),
-    "database": dict(flavor="postgresql", user=None, password=None, database=None, port=None),
-    "redis": dict(password=None, db=0, expect_role=None, port=None),
-    "system_metrics": dict(port=None, send=None, max_cpu_percent=None, max_load1=None),
-    "custom_script": dict(command=[], env={}),
-    "disk_space": dict(path="/", min_free_percent=None, min_free_bytes=None),
-    "memory_usage": dict(max_percent=90.0),
-}
-
-
-def hc(type: str, **fields: Any) -> Any:
-    """A health check config: the real pydantic model when the schema exists."""
-    try:
-        from pydantic import TypeAdapter
-
-        from haproxyd.config.schema import HealthCheckConfig
-    except ImportError:
-        return SimpleNamespace(type=type, **{**_COMMON, **_TYPE_DEFAULTS[type], **fields})
+def hc(type: str, **fields: Any) -> HealthCheckConfig:
+    """A health check config, validated as the file's would be."""
     return TypeAdapter(HealthCheckConfig).validate_python({"type": type, **fields})
 
 
-def passive(**fields: Any) -> Any:
-    """A passive outlier-detection config (real model when the schema exists)."""
-    try:
-        from haproxyd.config.schema import PassiveConfig
-    except ImportError:
-        defaults = dict(
-            consecutive_failures=5, ejection=30.0, max_ejection_percent=50, on_5xx=False
-        )
-        return SimpleNamespace(**{**defaults, **fields})
+def passive(**fields: Any) -> PassiveConfig:
+    """A passive outlier-detection config."""
     return PassiveConfig(**fields)
 
 

@@ -7,6 +7,7 @@ milliseconds and every wait polls a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 from types import SimpleNamespace
@@ -15,7 +16,8 @@ import pytest
 from health_helpers import Stub, closed_port, hc, make_pool, pool_config, wait_until
 
 from haproxyd.balancer.state import Backend, BackendState
-from haproxyd.health.scheduler import HealthScheduler, _Session
+from haproxyd.health.scheduler import HealthScheduler
+from haproxyd.health.session import Session
 
 FAST = dict(interval=0.05, timeout=0.5, jitter=0.0)
 
@@ -143,7 +145,7 @@ async def test_probe_timeout(tcp_server, scheduler_factory):
 
 
 def fake_session(config, status="up", passes=0, fails=0):
-    session = _Session(("p", "b", "a", "k"), None, None, config, status, 0.0)
+    session = Session(("p", "b", "a", "k"), None, None, config, status, 0.0)
     session.passes, session.fails = passes, fails
     return session
 
@@ -403,3 +405,23 @@ async def test_subscribers(http_backend, scheduler_factory):
     await wait_until(lambda: got, 3, "the async subscriber")
     assert got == [("async", "up")]
     assert scheduler.events()[0].new == "up"
+
+
+def test_the_timing_fields_are_the_schemas_common_check_fields():
+    from haproxyd.config.sections.health import CheckBase
+    from haproxyd.health.base import TIMING_FIELDS
+    from haproxyd.health.session import Timing
+
+    assert {f.name for f in dataclasses.fields(Timing)} == set(CheckBase.model_fields)
+    assert set(CheckBase.model_fields) == TIMING_FIELDS
+    config = hc("tcp", interval=2.0, rise=4, init_state="up")
+    timing = Timing.of(config)
+    assert (timing.interval, timing.rise, timing.init_state) == (2.0, 4, "up")
+
+
+def test_node_capable_check_classes_are_the_schemas_node_check_types():
+    import haproxyd.health.checks  # noqa: F401  (registers every check class)
+    from haproxyd.health.base import NODE_ONLY_TYPES, NODE_TYPES, REGISTRY
+
+    assert {t for t, cls in REGISTRY.items() if cls.node_capable} == NODE_TYPES
+    assert {t for t, cls in REGISTRY.items() if not cls.backend_capable} == NODE_ONLY_TYPES
