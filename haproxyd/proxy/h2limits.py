@@ -13,7 +13,10 @@ the bytes before the offending frame and answers with GOAWAY:
   (CVE-2023-44487, "rapid reset"), where `h2` has no bound at all;
 - more than `max_settings` SETTINGS or `max_pings` PING frames (not ACKs) within
   `control_window` seconds (CVE-2019-9512/9515): `h2` answers each with an ACK, so a
-  peer that sends them and never reads makes us queue the answers.
+  peer that sends them and never reads makes us queue the answers;
+- more than `max_noop_frames` frames that ask for no work within `control_window`:
+  PRIORITY (CVE-2019-9513; RFC 9113 deprecates the scheme, so it is ignored anyway)
+  and DATA with neither payload nor END_STREAM (CVE-2019-9518).
 
 Counting before `h2` matters for the last two: by the time `h2` reports a PING, its ACK
 is already queued. The guard costs one `int.from_bytes` and a few comparisons per frame;
@@ -30,12 +33,15 @@ from h2.errors import ErrorCodes
 PREFACE_LEN = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", RFC 9113 §3.4
 FRAME_HEADER_LEN = 9
 
+_DATA = 0x0
 _HEADERS = 0x1
+_PRIORITY = 0x2
 _RST_STREAM = 0x3
 _SETTINGS = 0x4
 _PING = 0x6
 _CONTINUATION = 0x9
 _FLAG_ACK = 0x1
+_FLAG_END_STREAM = 0x1
 _FLAG_END_HEADERS = 0x4
 
 
@@ -59,6 +65,8 @@ class Http2Limits:
     reset_window: float = 10.0
     max_settings: int = 32  # SETTINGS frames (not ACKs) per control_window
     max_pings: int = 32  # PING frames (not ACKs) per control_window
+    # PRIORITY frames and empty DATA frames without END_STREAM, per control_window.
+    max_noop_frames: int = 100
     control_window: float = 10.0
     # Streams a connection may open in all (nginx's keepalive_requests); then a graceful
     # GOAWAY. 0: no bound.
@@ -110,6 +118,7 @@ class FrameGuard:
         "_head",
         "_in_block",
         "_limits",
+        "_noops",
         "_pings",
         "_preface",
         "_resets",
@@ -130,6 +139,7 @@ class FrameGuard:
         self._resets = RateWindow(limits.max_resets, limits.reset_window, now)
         self._settings = RateWindow(limits.max_settings, limits.control_window, now)
         self._pings = RateWindow(limits.max_pings, limits.control_window, now)
+        self._noops = RateWindow(limits.max_noop_frames, limits.control_window, now)
         self.violation: tuple[ErrorCodes, str] | None = None
 
     def check(self, data: bytes) -> int:
@@ -184,8 +194,13 @@ class FrameGuard:
         elif kind == _SETTINGS and not flags & _FLAG_ACK:
             if self._settings.hit(self._clock()):
                 return self._refuse(ErrorCodes.ENHANCE_YOUR_CALM, "SETTINGS flood")
-        elif kind == _PING and not flags & _FLAG_ACK and self._pings.hit(self._clock()):
-            return self._refuse(ErrorCodes.ENHANCE_YOUR_CALM, "PING flood")
+        elif kind == _PING and not flags & _FLAG_ACK:
+            if self._pings.hit(self._clock()):
+                return self._refuse(ErrorCodes.ENHANCE_YOUR_CALM, "PING flood")
+        elif (
+            kind == _PRIORITY or (kind == _DATA and not length and not flags & _FLAG_END_STREAM)
+        ) and self._noops.hit(self._clock()):
+            return self._refuse(ErrorCodes.ENHANCE_YOUR_CALM, "empty frame flood")
         return True
 
     def count_reset(self) -> bool:

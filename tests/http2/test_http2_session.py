@@ -22,6 +22,7 @@ from hyperframe.frame import (
     DataFrame,
     HeadersFrame,
     PingFrame,
+    PriorityFrame,
     RstStreamFrame,
     WindowUpdateFrame,
 )
@@ -274,6 +275,18 @@ async def test_hpack_bomb_is_refused_within_max_header_list_size():
     goaway = await client.goaway()
     assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert [s.request.path for s in server.handler.sinks] == [b"/first"]
+
+
+async def test_empty_data_and_priority_floods_get_goaway():
+    server, _ = await serve(Http2Limits(max_noop_frames=50))
+    client = await connect(server)
+    client.send(client.headers(1, req(b"/hold", method=b"POST"), end_stream=False))
+    priority = PriorityFrame(1, depends_on=0, stream_weight=16).serialize()
+    client.send((client.data(1, b"") + priority) * 500)
+    goaway = await client.goaway()
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert goaway.additional_data == b"empty frame flood"
+    assert await client.closed()
 
 
 @pytest.mark.parametrize("kind", ["settings", "ping"])
