@@ -329,6 +329,23 @@ async def test_zero_window_stall_resets_the_stream_after_the_stall_timeout():
         isinstance(f, DataFrame) for f in client.frames)
 
 
+async def test_client_that_stops_reading_pauses_the_producer_then_times_out():
+    server, clock = await serve(Http2Limits(stall_timeout=30.0))
+    client = await connect(server, {4: 2**31 - 1})  # windows never stop the response
+    client.send(client.window_update(0, 2**31 - 1 - 65535))
+    client.send(client.headers(1, req(b"/big/%d" % (64 << 20))))  # and it never reads
+    session = server.sessions[0]
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (server.handler.sinks and server.handler.sinks[0].pauses):
+        assert asyncio.get_running_loop().time() < deadline, "the producer was never paused"
+        await asyncio.sleep(0.01)
+    sink = server.handler.sinks[0]
+    assert session.write_paused and sink.resumes == 0
+    clock.advance(31.0)
+    server.sweep()
+    assert sink.reset_code == ErrorCodes.CANCEL and not session.streams
+
+
 async def test_idle_connection_gets_goaway_no_error_after_the_idle_timeout():
     server, clock = await serve(Http2Limits(idle_timeout=60.0))
     client = await connect(server)
