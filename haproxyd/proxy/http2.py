@@ -123,7 +123,8 @@ class H2Stream:
         self.stream_id = stream_id
         self.sink: StreamSink | None = None
         self.producer: Producer | None = None
-        self.pending: deque[bytes] = deque()  # response bytes the window did not take
+        # Response bytes the windows did not take yet (bytes, or views of a cut one).
+        self.pending: deque[bytes | memoryview] = deque()
         self.pending_bytes = 0
         self.end_pending: Fields | bool | None = None  # send_end called: trailers or True
         self.trailers: Fields | None = None  # the request's, until its end
@@ -184,6 +185,19 @@ class H2Stream:
             self.session.ack(self.stream_id, size)
 
 
+def _settings(limits: Http2Limits, streams: int) -> Settings:
+    """Our settings, in force at once (h2 sends them in the connection preface)."""
+    return Settings(
+        client=False,
+        initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
+            SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+        },
+    )
+
+
 class Http2Session:
     """One client connection speaking HTTP/2 (an asyncio protocol by its methods).
 
@@ -229,29 +243,13 @@ class Http2Session:
         self.transport = transport  # type: ignore[assignment]
         limits = self.limits
         conn = self.conn
-        conn.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
-                SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-            },
-        )
+        conn.local_settings = _settings(limits, limits.max_concurrent_streams)
         conn.initiate_connection()
         # The SETTINGS frame above advertises the limit; `h2` would enforce the same value
         # as a *connection* error (PROTOCOL_ERROR), where a client that has not yet seen
-        # our SETTINGS deserves REFUSED_STREAM on the one stream (stream_received does
-        # that). So h2 keeps a backstop at twice the limit.
-        conn.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: 2 * limits.max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
-                SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-            },
-        )
+        # our SETTINGS deserves REFUSED_STREAM on the one stream (`_request` does that).
+        # So h2 keeps a backstop at twice the limit.
+        conn.local_settings = _settings(limits, 2 * limits.max_concurrent_streams)
         # The HPACK decoder takes the list bound from the *acknowledged* settings only;
         # until the client's ACK it would allow h2's default (64 KiB).
         conn.decoder.max_header_list_size = limits.max_header_list_size
@@ -416,8 +414,11 @@ class Http2Session:
             if len(chunk) <= window:
                 pending.popleft()
             else:
-                pending[0] = chunk[window:]
-                chunk = chunk[:window]
+                # A view, so that a large body is cut into frames without copying the
+                # rest of it once per frame.
+                view = memoryview(chunk)
+                pending[0] = view[window:]
+                chunk = view[:window]
             conn.send_data(stream_id, chunk)
             sent += len(chunk)
         stream.pending_bytes -= sent

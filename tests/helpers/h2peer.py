@@ -58,9 +58,11 @@ class EchoSink:
         if path == b"/hold":
             return
         head = [(b"content-type", b"text/plain"), (b"Connection", b"x-gone"), (b"X-Gone", b"1")]
-        if path.startswith(b"/big/"):
+        if path.startswith((b"/big/", b"/one/")):  # in 16 KiB pieces, or in one
             self.writer.send_head(200, head)
-            asyncio.get_running_loop().create_task(self._big(int(path[5:])))
+            size = int(path[5:])
+            piece = size if path.startswith(b"/one/") else 16384
+            asyncio.get_running_loop().create_task(self._big(size, piece))
             return
         self.writer.send_head(200, head)
         if path == b"/stall":
@@ -69,8 +71,8 @@ class EchoSink:
         self.writer.send_body(bytes(self.body) or b"ok:" + path)
         self.writer.send_end([(b"x-trailer", b"yes")] if path == b"/trailers" else None)
 
-    async def _big(self, size: int) -> None:
-        chunk = bytes(range(256)) * 64  # 16 KiB
+    async def _big(self, size: int, piece: int) -> None:
+        chunk = (bytes(range(256)) * (piece // 256 + 1))[:piece]
         sent = 0
         while sent < size:
             part = chunk[: size - sent]
