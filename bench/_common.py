@@ -603,6 +603,26 @@ def _read_response(buf: bytes) -> tuple[int, bool]:
     return status, status in (204, 304)
 
 
+def _read_step(
+    sel: selectors.BaseSelector, bufs: dict[socket.socket, bytes], s: socket.socket
+) -> int | None:
+    """Read what s has into bufs[s]. None while its response is incomplete; else s is
+    unregistered and dropped from bufs, and the status is returned (0: failed or EOF)."""
+    try:
+        chunk = s.recv(65536)
+    except OSError:
+        chunk = b""
+    status = 0
+    if chunk:
+        bufs[s] += chunk
+        status, done = _read_response(bufs[s])
+        if not done:
+            return None
+    sel.unregister(s)
+    bufs.pop(s)
+    return status
+
+
 def percentile(sorted_xs: list[float], pct: float) -> float:
     """Nearest-rank percentile of an ascending list (0.0 when empty)."""
     if not sorted_xs:
@@ -647,26 +667,12 @@ def burst(socks: list[socket.socket], req: bytes, rounds: int, round_max: float 
         while bufs and time.monotonic() < deadline:
             for key, _ev in sel.select(timeout=0.5):
                 s = key.fileobj
-                try:
-                    chunk = s.recv(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    sel.unregister(s)
-                    bufs.pop(s)
+                status = _read_step(sel, bufs, s)
+                if status == 200:
+                    lat.append((time.monotonic() - sent[s]) * 1e3)
+                elif status is not None:
                     errors += 1
                     dead.add(s)
-                    continue
-                bufs[s] += chunk
-                status, done = _read_response(bufs[s])
-                if done:
-                    sel.unregister(s)
-                    bufs.pop(s)
-                    if status == 200:
-                        lat.append((time.monotonic() - sent[s]) * 1e3)
-                    else:
-                        errors += 1
-                        dead.add(s)
         errors += len(bufs)  # not answered in time
         for s in bufs:
             sel.unregister(s)
@@ -732,27 +738,13 @@ def hold_idle(port: int, count: int, batch: int = 200, hold_max: float = 180.0) 
                         continue
                     sel.modify(s, selectors.EVENT_READ)
                 elif ev & selectors.EVENT_READ:
-                    try:
-                        chunk = s.recv(65536)
-                    except OSError:
-                        chunk = b""
-                    if not chunk:
-                        sel.unregister(s)
-                        pending.pop(s, None)
+                    status = _read_step(sel, pending, s)
+                    if status == 200:
+                        ok += 1
+                        socks.append(s)
+                    elif status is not None:
                         failed += 1
                         s.close()
-                        continue
-                    pending[s] += chunk
-                    status, done = _read_response(pending[s])
-                    if done:
-                        sel.unregister(s)
-                        pending.pop(s)
-                        if status == 200:
-                            ok += 1
-                            socks.append(s)
-                        else:
-                            failed += 1
-                            s.close()
         for s in pending:  # timed out
             sel.unregister(s)
             failed += 1

@@ -167,6 +167,16 @@ def _x(a: dict | None, b: dict | None, key: str) -> str:
     return f"{a[key] / b[key]:.2f}x" if a and b and b.get(key) else "-"
 
 
+def _cpu(r: dict | None) -> str:
+    """The proxy's CPU % and its CPU microseconds per request: on a busy machine the
+    second moves far less than req/s, since other load slows the proxy and its client
+    alike."""
+    if not r or "proxy_cpu_pct" not in r:
+        return "-"
+    us = 1e4 * r["proxy_cpu_pct"] / r["req_s"] if r["req_s"] else 0.0
+    return f"{r['proxy_cpu_pct']:.0f} ({us:,.0f})"
+
+
 def table(results: dict[str, dict[int, dict]], levels: list[int]) -> str:
     """req/s and p99 per proxy and level, the ratios of haproxyd to each peer, and, where
     the runs counted them, client connections closed per request and backend ones."""
@@ -174,7 +184,7 @@ def table(results: dict[str, dict[int, dict]], levels: list[int]) -> str:
     peers_of = [p for p in ("nginx", "haproxy") if p in results and "haproxyd" in results]
     counted = any("client_accepted" in r for by in results.values() for r in by.values())
     head = ["connections", *(f"{p} req/s" for p in peers), *(f"{p} p99 ms" for p in peers),
-            *(f"{p} CPU %" for p in peers)]
+            *(f"{p} CPU % (µs/req)" for p in peers)]
     for peer in peers_of:
         head += [f"haproxyd/{peer} req/s", f"haproxyd/{peer} p99"]
     if counted:
@@ -188,8 +198,7 @@ def table(results: dict[str, dict[int, dict]], levels: list[int]) -> str:
         cells = [str(level)]
         cells += [f"{got[p]['req_s']:,.0f}" if got[p] else "-" for p in peers]
         cells += [f"{got[p]['p99_ms']:.1f}" if got[p] else "-" for p in peers]
-        cells += [f"{got[p]['proxy_cpu_pct']:.0f}" if got[p] and "proxy_cpu_pct" in got[p]
-                  else "-" for p in peers]
+        cells += [_cpu(got[p]) for p in peers]
         for peer in peers_of:
             cells += [_x(got["haproxyd"], got[peer], "req_s"),
                       _x(got["haproxyd"], got[peer], "p99_ms")]
@@ -227,6 +236,12 @@ def notes(results: dict[str, dict[int, dict]], o: argparse.Namespace) -> list[st
             if r["backend_closed"] > max(10, r["requests"] // 100):
                 out.append(f"{peer} c={level}: {r['backend_closed']:,} backend connections "
                            f"closed for {r['requests']:,} requests: the backend side churns")
+    idle = [f"{peer} c={level} {r['proxy_cpu_pct']:.0f}%" for peer, by in results.items()
+            for level, r in by.items() if r.get("proxy_cpu_pct", 100) < 90]
+    if idle:
+        out.append("proxy core under 90 % busy, so that proxy was not the bottleneck (the "
+                   "load core or other load on the machine was) and its ratios are of the "
+                   "load, not of the proxy: " + ", ".join(idle))
     for peer, probe in getattr(o, "probes", {}).items():
         for version, v in probe.items():
             if v["error"] or v["resumed"] < v["connections"] - 1:

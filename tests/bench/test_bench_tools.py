@@ -94,6 +94,12 @@ def test_sweep_table_has_both_ratios_and_the_connection_counts() -> None:
     assert row.endswith("| 1.00 / 0 | 1.00 / 0 | 1.00 / 0 |")
     o = Namespace(mode="close", probes={})
     assert sweep.notes(results, o) == []
+    results["nginx"][50]["proxy_cpu_pct"] = 40.0
+    assert "| - | 40 (50) | - |" in sweep.table(results, [50])  # 0.4 s of CPU / 8,000 req
+    assert sweep.notes(results, o) == [
+        "proxy core under 90 % busy, so that proxy was not the bottleneck (the load core or "
+        "other load on the machine was) and its ratios are of the load, not of the proxy: "
+        "nginx c=50 40%"]
 
 
 def test_sweep_notes_say_what_was_not_measured() -> None:
