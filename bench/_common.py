@@ -15,10 +15,12 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
@@ -276,11 +278,25 @@ class Procs:
 # --------------------------------------------------------------------------- HTTP checks
 
 
-def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
+def _client_tls() -> ssl.SSLContext:
+    """A client context for the bench's self-signed listeners (loopback only: no checks)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def http_get(
+    port: int, path: str = "/", timeout: float = 2.0, tls: bool = False
+) -> tuple[int, bytes]:
     """One GET over a fresh connection; (status, body). Raises OSError on failure."""
     import http.client
 
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    conn = (
+        http.client.HTTPSConnection(LOOPBACK, port, timeout=timeout, context=_client_tls())
+        if tls
+        else http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    )
     try:
         conn.request("GET", path, headers={"Host": f"{LOOPBACK}:{port}"})
         r = conn.getresponse()
@@ -289,7 +305,7 @@ def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, byt
         conn.close()
 
 
-def wait_http(port: int, proc: Proc | None, timeout: float = 20.0) -> None:
+def wait_http(port: int, proc: Proc | None, timeout: float = 20.0, tls: bool = False) -> None:
     """Wait until GET / on port answers 200; raise RuntimeError with the log tail if not."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -299,7 +315,7 @@ def wait_http(port: int, proc: Proc | None, timeout: float = 20.0) -> None:
                 f"{proc.name} exited with {proc.popen.returncode}:\n{log_tail(proc.log_path)}"
             )
         try:
-            status, _ = http_get(port, "/", timeout=1.0)
+            status, _ = http_get(port, "/", timeout=1.0, tls=tls)
             if status == 200:
                 return
             last = f"status {status}"
@@ -316,6 +332,143 @@ def log_tail(path: str, lines: int = 15) -> str:
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def parse_ss_ports(text: str, port: int) -> int:
+    """Sockets in `ss -Htan` output whose local or peer address is 127.0.0.1:port."""
+    want = f"{LOOPBACK}:{port}"
+    n = 0
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 4 and want in (cols[-2], cols[-1]):
+            n += 1
+    return n
+
+
+def time_wait_count(port: int) -> int | None:
+    """TCP sockets in TIME-WAIT to or from 127.0.0.1:port (None without `ss`).
+
+    Every TCP connection closed leaves one side in TIME-WAIT for 60 s (the side that
+    closed first), so the difference across a run of a few seconds counts the
+    connections closed on that port during it: the backend's upstream churn. Only while
+    the ports do not wrap (hundreds a second, not thousands: see passive_opens).
+    """
+    if which("ss") is None:
+        return None
+    cp = subprocess.run(
+        ["ss", "-Htan", "state", "time-wait", f"( sport = :{port} or dport = :{port} )"],
+        capture_output=True, text=True, timeout=30,
+    )
+    if cp.returncode != 0:
+        return None
+    return parse_ss_ports(cp.stdout, port)
+
+
+def parse_passive_opens(snmp: str) -> int:
+    """Tcp PassiveOpens from the text of /proc/net/snmp (header line, then values)."""
+    rows = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
+    head, values = rows[0], rows[1]
+    return int(values[head.index("PassiveOpens")])
+
+
+def passive_opens() -> int:
+    """Connections accepted by any listener of this network namespace since boot.
+
+    Machine-wide (other sessions' connections count too: a few dozen a second on a busy
+    shared machine), but unlike TIME-WAIT sockets it misses none: at thousands of new
+    connections a second the ephemeral ports wrap and a new connection takes over an old
+    one's TIME-WAIT, so those counts fall short.
+    """
+    with open("/proc/net/snmp") as f:
+        return parse_passive_opens(f.read())
+
+
+# Preloaded into wrk (which links libssl dynamically): counts its completed client
+# handshakes, resumed or full, and writes them at exit: the check that the load itself
+# resumed, with any of the three proxies (none needs a log or a statistic for it).
+TLS_COUNTER_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+typedef struct ssl_st SSL;
+static unsigned long full_hs, resumed_hs;
+int SSL_connect(SSL *s) {
+    static int (*real)(SSL *);
+    static int (*reused)(const SSL *);
+    if (!real) {
+        real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_connect");
+        reused = (int (*)(const SSL *))dlsym(RTLD_NEXT, "SSL_session_reused");
+    }
+    int r = real(s);
+    if (r == 1)
+        __atomic_add_fetch(reused(s) ? &resumed_hs : &full_hs, 1, __ATOMIC_RELAXED);
+    return r;
+}
+__attribute__((destructor)) static void bench_tls_report(void) {
+    const char *path = getenv("BENCH_TLS_COUNT");
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (f) {
+        fprintf(f, "%lu %lu\n", full_hs, resumed_hs);
+        fclose(f);
+    }
+}
+"""
+
+
+def build_tls_counter(tmp: Path) -> str | None:
+    """Compile TLS_COUNTER_C into tmp; its path, or None without a C compiler."""
+    cc = which("cc") or which("gcc")
+    if cc is None:
+        return None
+    src, lib = tmp / "tls_counter.c", tmp / "tls_counter.so"
+    src.write_text(TLS_COUNTER_C)
+    cp = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl"],
+                        capture_output=True, text=True, timeout=60)
+    return str(lib) if cp.returncode == 0 and lib.exists() else None
+
+
+def parse_tls_count(text: str) -> tuple[int, int] | None:
+    """(full, resumed) handshakes from the counter's file, None if it wrote nothing."""
+    parts = text.split()
+    if len(parts) != 2 or not all(x.isdigit() for x in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def tls_resume_probe(port: int, count: int = 20, max_tls12: bool = False) -> dict:
+    """Open `count` TLS connections in turn, each offering the previous one's session.
+
+    One GET per connection (`Connection: close`), the response read whole, so a TLS 1.3
+    ticket has arrived before the session is taken. Returns connections, resumed (of the
+    count - 1 that offered a session), the protocol and any error: the check that a
+    listener resumes sessions at all, for the load runs whose client cannot tell.
+    """
+    ctx = _client_tls()
+    if max_tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    req = f"GET / HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nConnection: close\r\n\r\n".encode()
+    session = None
+    out: dict = {"connections": 0, "resumed": 0, "protocol": "", "error": ""}
+    for _ in range(max(2, min(count, 200))):
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=5) as raw, ctx.wrap_socket(
+                raw, session=session
+            ) as s:
+                out["protocol"] = s.version() or ""
+                s.sendall(req)
+                while s.recv(65536):
+                    pass
+                out["connections"] += 1
+                out["resumed"] += bool(s.session_reused)
+                session = s.session
+        except (OSError, ssl.SSLError) as e:
+            out["error"] = repr(e)
+            break
+    return out
 
 
 # --------------------------------------------------------------------------- wrk
@@ -388,22 +541,40 @@ def run_wrk(
     cpus: set[int] | None,
     lua_path: str | None,
     timeout_s: int = 5,
+    headers: tuple[str, ...] = (),
+    tls_counter: str | None = None,
 ) -> tuple[dict, str]:
+    """One wrk run; with tls_counter (build_tls_counter's library) the result also has
+    tls_full and tls_resumed, the client handshakes of the run."""
     argv = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s",
         "--latency",
     ]
+    for h in headers:
+        argv += ["-H", h]
     if lua_path:
         argv += ["-s", lua_path]
     argv.append(url)
     if cpus and which("taskset"):
         argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+    env = None
+    count_file = None
+    if tls_counter:
+        count_file = Path(tls_counter).with_suffix(".count")
+        count_file.unlink(missing_ok=True)
+        env = {**os.environ, "LD_PRELOAD": tls_counter, "BENCH_TLS_COUNT": str(count_file)}
     cp = subprocess.run(
-        argv, capture_output=True, text=True, timeout=duration + 30, preexec_fn=_preexec(None)
+        argv, capture_output=True, text=True, timeout=duration + 30, preexec_fn=_preexec(None),
+        env=env,
     )
     if cp.returncode != 0:
         raise RuntimeError(f"wrk failed ({cp.returncode}): {cp.stderr.strip()}")
-    return parse_wrk(cp.stdout), cp.stdout
+    res = parse_wrk(cp.stdout)
+    if count_file is not None and count_file.exists():
+        got = parse_tls_count(count_file.read_text())
+        if got:
+            res["tls_full"], res["tls_resumed"] = got
+    return res, cp.stdout
 
 
 # --------------------------------------------------------------------------- idle holder
@@ -432,12 +603,98 @@ def _read_response(buf: bytes) -> tuple[int, bool]:
     return status, status in (204, 304)
 
 
+def _read_step(
+    sel: selectors.BaseSelector, bufs: dict[socket.socket, bytes], s: socket.socket
+) -> int | None:
+    """Read what s has into bufs[s]. None while its response is incomplete; else s is
+    unregistered and dropped from bufs, and the status is returned (0: failed or EOF)."""
+    try:
+        chunk = s.recv(65536)
+    except OSError:
+        chunk = b""
+    status = 0
+    if chunk:
+        bufs[s] += chunk
+        status, done = _read_response(bufs[s])
+        if not done:
+            return None
+    sel.unregister(s)
+    bufs.pop(s)
+    return status
+
+
+def percentile(sorted_xs: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 when empty)."""
+    if not sorted_xs:
+        return 0.0
+    k = max(0, min(len(sorted_xs) - 1, -(-len(sorted_xs) * pct // 100) - 1))
+    return sorted_xs[int(k)]
+
+
+def burst(socks: list[socket.socket], req: bytes, rounds: int, round_max: float = 30.0) -> dict:
+    """rounds x (one GET written on every socket, then every response read).
+
+    All requests of a round are in flight at once: the proxy holds len(socks) requests
+    and their backend exchanges together, not idle connections. Latency is from the
+    write of a request to the end of its response, so it includes this process's own
+    time to write the others (measured too: write_ms). A socket whose response fails,
+    or is not whole within round_max seconds, is an error and is dropped.
+    """
+    rounds = max(1, min(rounds, 20))
+    lat: list[float] = []
+    errors = 0
+    write_ms = 0.0
+    t_start = time.monotonic()
+    live = list(socks)
+    dead: set[socket.socket] = set()
+    for _ in range(rounds):
+        sel = selectors.DefaultSelector()
+        sent: dict[socket.socket, float] = {}
+        bufs: dict[socket.socket, bytes] = {}
+        t0 = time.monotonic()
+        for s in live:
+            try:
+                s.send(req)
+            except OSError:
+                errors += 1
+                dead.add(s)
+                continue
+            sent[s] = time.monotonic()
+            bufs[s] = b""
+            sel.register(s, selectors.EVENT_READ)
+        write_ms = max(write_ms, (time.monotonic() - t0) * 1e3)
+        deadline = time.monotonic() + round_max
+        while bufs and time.monotonic() < deadline:
+            for key, _ev in sel.select(timeout=0.5):
+                s = key.fileobj
+                status = _read_step(sel, bufs, s)
+                if status == 200:
+                    lat.append((time.monotonic() - sent[s]) * 1e3)
+                elif status is not None:
+                    errors += 1
+                    dead.add(s)
+        errors += len(bufs)  # not answered in time
+        for s in bufs:
+            sel.unregister(s)
+            dead.add(s)
+        live = [s for s in live if s not in dead]
+        sel.close()
+    lat.sort()
+    return {
+        "rounds": rounds, "requests": len(lat) + errors, "ok": len(lat), "errors": errors,
+        "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+        "max_ms": lat[-1] if lat else 0.0, "write_ms": write_ms,
+        "seconds": round(time.monotonic() - t_start, 2),
+    }
+
+
 def hold_idle(port: int, count: int, batch: int = 200, hold_max: float = 180.0) -> int:
     """Open count keep-alive connections, one GET each, report, hold, then close.
 
     Protocol on stdout/stdin (line based):
       out: {"opened": N, "ok": N, "failed": N, "seconds": S}
       in:  "check" -> out: {"alive": N}      (a socket with EOF or an error is dead)
+      in:  "burst R" -> out: burst()'s summary (R rounds of one request on every socket)
       in:  "close" or EOF or hold_max seconds -> close everything and exit
     """
     limit = raise_nofile()
@@ -481,27 +738,13 @@ def hold_idle(port: int, count: int, batch: int = 200, hold_max: float = 180.0) 
                         continue
                     sel.modify(s, selectors.EVENT_READ)
                 elif ev & selectors.EVENT_READ:
-                    try:
-                        chunk = s.recv(65536)
-                    except OSError:
-                        chunk = b""
-                    if not chunk:
-                        sel.unregister(s)
-                        pending.pop(s, None)
+                    status = _read_step(sel, pending, s)
+                    if status == 200:
+                        ok += 1
+                        socks.append(s)
+                    elif status is not None:
                         failed += 1
                         s.close()
-                        continue
-                    pending[s] += chunk
-                    status, done = _read_response(pending[s])
-                    if done:
-                        sel.unregister(s)
-                        pending.pop(s)
-                        if status == 200:
-                            ok += 1
-                            socks.append(s)
-                        else:
-                            failed += 1
-                            s.close()
         for s in pending:  # timed out
             sel.unregister(s)
             failed += 1
@@ -520,6 +763,10 @@ def hold_idle(port: int, count: int, batch: int = 200, hold_max: float = 180.0) 
         line = sys.stdin.readline()
         if not line or line.strip() == "close":
             break
+        if line.startswith("burst"):
+            rounds = int(line.split()[1]) if len(line.split()) > 1 else 1
+            print(json.dumps(burst(socks, req, rounds)), flush=True)
+            continue
         if line.strip() == "check":
             alive = 0
             for s in socks:

@@ -106,8 +106,41 @@ def backend_conf(tmp: Path, port: int, workers: int, nofile: int) -> Path:
     return conf
 
 
-def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofile: int):
-    conns = min(idle + 4000, nofile - 100)
+def make_cert(tmp: Path) -> dict[str, str]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (openssl), one for all proxies.
+
+    Returns the paths: cert, key, and both in one file (haproxy's `crt`).
+    """
+    cert, key, both = tmp / "tls-cert.pem", tmp / "tls-key.pem", tmp / "tls-both.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj",
+         f"/CN={LOOPBACK}", "-addext", f"subjectAltName=IP:{LOOPBACK}"],
+        check=True, capture_output=True, timeout=30,
+    )
+    both.write_text(cert.read_text() + key.read_text())
+    return {"cert": str(cert), "key": str(key), "both": str(both)}
+
+
+# TLS alike on the three listeners: TLS 1.2 and 1.3, the library's default ciphers, the
+# same certificate, stateless session tickets on and a server-side session cache (both
+# are OpenSSL's defaults in haproxyd's ssl.SSLContext and in haproxy; nginx needs its
+# cache named), so a client offering a ticket or a session ID resumes on any of them.
+def _nginx_tls(tls: dict[str, str] | None) -> str:
+    if not tls:
+        return ""
+    return (f"    ssl_certificate {tls['cert']}; ssl_certificate_key {tls['key']};\n"
+            f"    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on;\n"
+            f"    ssl_session_cache shared:bench:20m; ssl_session_timeout 10m;\n")
+
+
+def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofile: int,
+                     tls: dict[str, str] | None = None):
+    # nginx's worker_connections counts upstream connections too (haproxy's maxconn and
+    # haproxyd's max_connections count client ones): with a request in flight on each of
+    # `idle` client connections it holds as many upstream ones.
+    conns = min(2 * idle + 4000, nofile - 100)
+    reuse = " reuseport" if workers > 1 else ""
     head, t = _nginx_common(tmp, "nginx", workers, conns, nofile)
     conf = tmp / "nginx-proxy.conf"
     conf.write_text(
@@ -123,8 +156,8 @@ def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, 
     keepalive 4096; keepalive_requests 100000000; keepalive_timeout {IDLE_TIMEOUT_S}s;
   }}
   server {{
-    listen {LOOPBACK}:{port} backlog=4096{" reuseport" if workers > 1 else ""};
-    location / {{
+    listen {LOOPBACK}:{port} backlog=4096{reuse}{" ssl" if tls else ""};
+{_nginx_tls(tls)}    location / {{
       proxy_pass http://be;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -137,7 +170,8 @@ def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, 
     return conf
 
 
-def haproxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofile: int):
+def haproxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofile: int,
+                 tls: dict[str, str] | None = None):
     conf = tmp / "haproxy.cfg"
     maxconn = idle + 4000
     conf.write_text(
@@ -147,6 +181,8 @@ def haproxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofi
   maxconn {maxconn}
   ulimit-n {nofile}
   pidfile {tmp}/haproxy.pid
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  tune.ssl.cachesize 100000
 
 defaults
   mode http
@@ -160,7 +196,7 @@ defaults
   timeout http-keep-alive {IDLE_TIMEOUT_S}s
 
 frontend fe
-  bind {LOOPBACK}:{port}
+  bind {LOOPBACK}:{port}{f" ssl crt {tls['both']}" if tls else ""}
   default_backend be
 
 backend be
@@ -170,12 +206,14 @@ backend be
     return conf
 
 
-def haproxyd_conf(tmp: Path, port: int, bport: int, workers: int, idle: int) -> Path:
+def haproxyd_conf(tmp: Path, port: int, bport: int, workers: int, idle: int,
+                  tls: dict[str, str] | None = None) -> Path:
     conf = tmp / "haproxyd.yaml"
+    tls_line = f"\n    tls: {{cert: {tls['cert']}, key: {tls['key']}}}" if tls else ""
     conf.write_text(
         f"""# written by bench/compare.py
 listeners:
-  - address: {LOOPBACK}:{port}
+  - address: {LOOPBACK}:{port}{tls_line}
 admin:
   address: {LOOPBACK}:{free_port()}
 workers: {workers}
@@ -238,25 +276,26 @@ def start_peer(procs: Procs, peer: str, tmp: Path, bport: int, o: argparse.Names
                cpus: set[int] | None) -> tuple[Proc, int]:
     port = free_port()
     log = str(tmp / f"{peer}.log")
+    tls = getattr(o, "tls", None)  # make_cert()'s paths: a TLS listener
     if peer == "haproxyd":
-        conf = haproxyd_conf(tmp, port, bport, o.workers, o.idle_conns)
+        conf = haproxyd_conf(tmp, port, bport, o.workers, o.idle_conns, tls)
         p = procs.start(peer, [sys.executable, "-m", "haproxyd", "-c", str(conf)], log,
                         cpus=cpus, cwd=str(REPO), env=_haproxyd_env())
     elif peer == "nginx":
-        conf = nginx_proxy_conf(tmp, port, bport, o.workers, o.idle_conns, o.nofile)
+        conf = nginx_proxy_conf(tmp, port, bport, o.workers, o.idle_conns, o.nofile, tls)
         p = procs.start(peer, [which("nginx"), "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
                                "-c", str(conf)], log, cpus=cpus)
     elif peer == "haproxy":
-        conf = haproxy_conf(tmp, port, bport, o.workers, o.idle_conns, o.nofile)
+        conf = haproxy_conf(tmp, port, bport, o.workers, o.idle_conns, o.nofile, tls)
         p = procs.start(peer, [which("haproxy"), "-db", "-f", str(conf)], log, cpus=cpus)
     else:
         raise ValueError(peer)
     try:
-        wait_http(port, p, timeout=30)
-        status, body = http_get(port, "/")
+        wait_http(port, p, timeout=30, tls=bool(tls))
+        status, body = http_get(port, "/", tls=bool(tls))
         if status != 200 or body != SMALL_BODY.encode():
             raise RuntimeError(f"{peer}: GET / gave {status} {body[:80]!r}")
-        status, body = http_get(port, LARGE_PATH, timeout=10)
+        status, body = http_get(port, LARGE_PATH, timeout=10, tls=bool(tls))
         if status != 200 or len(body) != LARGE_SIZE:
             raise RuntimeError(f"{peer}: GET {LARGE_PATH} gave {status}, {len(body)} bytes")
     except BaseException:
@@ -336,6 +375,7 @@ def measure_idle(procs: Procs, p: Proc, port: int, o: argparse.Namespace, tmp: P
         helper.popen.stdin.write(b"check\n")
         helper.popen.stdin.flush()
         alive = json.loads(_readline(helper, timeout=30))["alive"]
+        inflight = _burst(helper, p, o.inflight_rounds) if o.inflight_rounds else None
         helper.popen.stdin.write(b"close\n")
         helper.popen.stdin.flush()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -348,7 +388,38 @@ def measure_idle(procs: Procs, p: Proc, port: int, o: argparse.Namespace, tmp: P
         "requested": o.idle_conns, "opened": opened["opened"], "ok": opened["ok"],
         "failed": opened["failed"], "open_seconds": opened["seconds"], "alive": alive,
         "per_conn_bytes": (after - before) * 1024 / max(1, opened["opened"]),
+        "inflight": inflight,
     }
+
+
+def _burst(helper: Proc, p: Proc, rounds: int) -> dict:
+    """Have the holder put a request on every connection at once, `rounds` times.
+
+    The proxy's RSS is sampled every 0.1 s meanwhile (the peak is kept), then the holder
+    says which connections are still open. Bounded: 20 rounds of at most 30 s each.
+    """
+    import selectors
+
+    rounds = max(1, min(rounds, 20))
+    helper.popen.stdin.write(f"burst {rounds}\n".encode())
+    helper.popen.stdin.flush()
+    sel = selectors.DefaultSelector()
+    sel.register(helper.popen.stdout, selectors.EVENT_READ)
+    peak = 0
+    deadline = time.monotonic() + rounds * 30 + 10
+    while not sel.select(0.1):
+        peak = max(peak, tree_rss_kib(p.popen.pid)[0])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"in-flight bursts: no answer within {rounds * 30 + 10} s")
+        if p.popen.poll() is not None:
+            raise RuntimeError(f"{p.name} died during the in-flight bursts:\n"
+                               f"{log_tail(p.log_path)}")
+    res = json.loads(_readline(helper, timeout=1))
+    helper.popen.stdin.write(b"check\n")
+    helper.popen.stdin.flush()
+    res["alive_after"] = json.loads(_readline(helper, timeout=30))["alive"]
+    res["rss_peak_kib"] = peak
+    return res
 
 
 def _readline(p: Proc, timeout: float) -> str:
@@ -403,6 +474,14 @@ def summarize(results: dict, rss: dict, how: str = "best") -> dict:
             s[peer]["idle_rss_before_MB"] = rss[peer]["rss_before_kib"] * 1024 / 1e6
             s[peer]["idle_alive"] = rss[peer]["alive"]
             s[peer]["idle_per_conn_KiB"] = rss[peer]["per_conn_bytes"] / 1024
+            if fl := rss[peer].get("inflight"):
+                held = max(1, rss[peer]["opened"])
+                s[peer]["inflight_p99_ms"] = fl["p99_ms"]
+                s[peer]["inflight_max_ms"] = fl["max_ms"]
+                s[peer]["inflight_errors"] = fl["errors"]
+                s[peer]["inflight_rss_MB"] = fl["rss_peak_kib"] * 1024 / 1e6
+                s[peer]["inflight_per_conn_KiB"] = (
+                    fl["rss_peak_kib"] - rss[peer]["rss_before_kib"]) / held
     return s
 
 
@@ -419,6 +498,12 @@ ROWS = [
     ("idle_rss_before_MB", "RSS before opening them (MB)", "{:.1f}", None),
     ("idle_per_conn_KiB", "RSS per idle conn (KiB)", "{:.1f}", None),
     ("idle_alive", "idle conns still open at the end", "{:,.0f}", None),
+    ("inflight_p99_ms", "{idle} conns, a request in flight on each: p99 (ms)", "{:,.1f}",
+     None),
+    ("inflight_max_ms", "  in flight: max (ms)", "{:,.1f}", None),
+    ("inflight_errors", "  in flight: errors (all rounds)", "{:,.0f}", None),
+    ("inflight_rss_MB", "  in flight: peak RSS (MB)", "{:.1f}", None),
+    ("inflight_per_conn_KiB", "  in flight: RSS per conn (KiB)", "{:.1f}", None),
     ("errors", "errors (socket + non-2xx, all runs)", "{:,.0f}", None),
 ]
 
@@ -520,6 +605,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="wrk threads (default 1, or 2 with --workers > 1)")
     ap.add_argument("--idle-conns", type=int, default=10000,
                     help="idle keep-alive connections for the RSS row (0 skips it)")
+    ap.add_argument("--inflight-rounds", type=int, default=3,
+                    help="after the idle RSS, rounds of one request in flight on every one of "
+                         "those connections at once (0 skips; at most 20)")
     ap.add_argument("--only", default=",".join(PEERS),
                     help="comma list of proxies to run (haproxyd,nginx,haproxy)")
     ap.add_argument("--no-direct", action="store_true",
@@ -539,6 +627,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="measure nothing: start the backend and this proxy, print its URL "
                          "(for bench/locustfile.py) and hold until Ctrl-C or --serve-seconds")
     ap.add_argument("--serve-seconds", type=int, default=900, help="upper bound for --serve")
+    ap.add_argument("--unpinned", action="store_true",
+                    help="no taskset: every process may run on every core")
+    ap.add_argument("--scaling", action="store_true",
+                    help="two runs, 1 then 2 workers each, both unpinned with 2 wrk threads and "
+                         "no idle-connection rows; prints each proxy's scaling (2 ÷ 1)")
     o = ap.parse_args(argv)
     o.only = [p.strip() for p in o.only.split(",") if p.strip()]
     if o.serve:
@@ -560,8 +653,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return o
 
 
-def pinning(workers: int) -> tuple[set[int] | None, set[int] | None, str]:
+def pinning(workers: int, unpinned: bool = False
+            ) -> tuple[set[int] | None, set[int] | None, str]:
     cpus = sorted(os.sched_getaffinity(0))
+    if unpinned:
+        return None, None, (f"unpinned ({workers} worker(s) each): proxy, backend and wrk on "
+                            f"any of the {len(cpus)} cores, as the scheduler places them")
     if workers == 1 and len(cpus) >= 2:
         a, b = {cpus[0]}, {cpus[1]}
         return a, b, (f"proxy on core {cpus[0]}; backend nginx, wrk and the idle-connection "
@@ -574,8 +671,49 @@ def pinning(workers: int) -> tuple[set[int] | None, set[int] | None, str]:
     return None, None, "one core only: no pinning, everything shares it"
 
 
+def scaling_table(one: dict, two: dict) -> str:
+    """Per proxy: small req/s with 1 and 2 workers, the scaling (2 ÷ 1), and haproxyd's
+    ratio to each peer with 2 workers (summaries of two unpinned compare.py runs)."""
+    peers = [p for p in PEERS if p in one and p in two]
+    lines = ["| proxy | req/s, 1 worker | req/s, 2 workers | scaling (2 ÷ 1) "
+             "| p99 ms, 2 workers | haproxyd/this, 1 worker | haproxyd/this, 2 workers |",
+             "|---|---|---|---|---|---|---|"]
+    for p in peers:
+        a, b = one[p]["small_req_s"], two[p]["small_req_s"]
+        ratios = ["-" if p == "haproxyd" else _ratio(run.get("haproxyd", {}).get("small_req_s"),
+                                                     run[p]["small_req_s"])
+                  for run in (one, two)]
+        lines.append(f"| {p} | {a:,.0f} | {b:,.0f} | {_ratio(b, a)} | "
+                     f"{two[p]['small_p99_ms']:.2f} | {' | '.join(ratios)} |")
+    return "\n".join(lines)
+
+
+def scaling(argv: list[str]) -> int:
+    """compare.py twice (1 then 2 workers, unpinned), then the scaling table."""
+    base = [a for a in argv if a != "--scaling"]
+    summaries, rc = {}, 0
+    for w in (1, 2):
+        fd, path = tempfile.mkstemp(prefix="haproxyd-scaling-", suffix=".json")
+        os.close(fd)
+        try:
+            print(f"\n# scaling: {w} worker(s) each\n", flush=True)
+            rc |= main([*base, "--workers", str(w), "--unpinned", "--wrk-threads", "2",
+                        "--idle-conns", "0", "--json", path])
+            with contextlib.suppress(ValueError, OSError):
+                summaries[w] = json.loads(Path(path).read_text())["summary"]
+        finally:
+            Path(path).unlink(missing_ok=True)
+        if w not in summaries:
+            return rc or 1
+    print("\n## Scaling, 1 -> 2 workers (unpinned, same machine; ratios only)\n")
+    print(scaling_table(summaries[1], summaries[2]))
+    return rc
+
+
 def main(argv=None) -> int:
     o = parse_args(argv)
+    if o.scaling:
+        return scaling(list(sys.argv[1:] if argv is None else argv))
     o.nofile = raise_nofile()
     _common.NICE = o.nice
     if o.idle_conns > o.nofile - 200:
@@ -599,7 +737,7 @@ def main(argv=None) -> int:
         print("error: no proxy to measure", file=sys.stderr)
         return 2
 
-    proxy_cpus, load_cpus, pin_text = pinning(o.workers)
+    proxy_cpus, load_cpus, pin_text = pinning(o.workers, o.unpinned)
     if load_cpus:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, load_cpus)  # this harness stays off the proxy's core
@@ -686,6 +824,17 @@ def main(argv=None) -> int:
                                   f"({m['alive']:,} alive at the end), RSS "
                                   f"{m['rss_before_kib'] / 1024:.1f} -> "
                                   f"{m['rss_kib'] / 1024:.1f} MiB", flush=True)
+                            if fl := m.get("inflight"):
+                                print(f"        {peer:9s} in flight: {fl['rounds']} x "
+                                      f"{m['opened']:,}: {fl['ok']:,} ok, {fl['errors']:,} "
+                                      f"errors, p99 {fl['p99_ms']:,.1f} ms, max "
+                                      f"{fl['max_ms']:,.1f} ms, peak RSS "
+                                      f"{fl['rss_peak_kib'] / 1024:.1f} MiB, "
+                                      f"{fl['alive_after']:,} open after", flush=True)
+                                if fl["errors"]:
+                                    idle_failures[peer] = (
+                                        f"{fl['errors']:,} errors with a request in flight on "
+                                        f"every connection")
                             if m["ok"] < o.idle_conns or m["alive"] < m["ok"]:
                                 idle_failures[peer] = (
                                     f"{m['ok']:,} of {o.idle_conns:,} idle connections answered, "
@@ -714,7 +863,7 @@ def main(argv=None) -> int:
     s = summarize(results, rss, o.aggregate)
     what = "best of" if o.aggregate == "best" else "mean of"
     print(f"\n## Summary ({what} {o.rounds} round(s) per proxy; RSS from the last round)\n")
-    print(table(s, peers, o.idle_conns, check=o.workers == 1))
+    print(table(s, peers, o.idle_conns, check=o.workers == 1 and not o.unpinned))
     print("\n## Per round\n")
     print(rounds_table(results, direct))
     notes = [f"pinning: {pin_text}."]
