@@ -120,7 +120,7 @@ class Daemon:
 
     def _live_pools(self) -> dict[str, Pool]:
         assert self.runtime is not None
-        return {name: pool.pool for name, pool in self.runtime.pools.items()}
+        return {name: pool.state for name, pool in self.runtime.pools.items()}
 
     @staticmethod
     def _failover_settings(cfg: Config) -> dict[str, FailoverConfig]:
@@ -143,7 +143,7 @@ class Daemon:
 
     def failover_pool(self, name: str) -> Pool | None:
         pool = self.runtime.pools.get(name) if self.runtime is not None else None
-        return pool.pool if pool is not None else None
+        return pool.state if pool is not None else None
 
     def node_healthy(self) -> bool:
         return self.health.node_healthy if self.health is not None else True
@@ -153,7 +153,7 @@ class Daemon:
         out: dict[str, str] = {}
         if self.runtime is not None:
             for name, pool in self.runtime.pools.items():
-                for backend in pool.pool.backends.values():
+                for backend in pool.state.backends.values():
                     if backend.state == BackendState.UP:
                         out[f"{name}/{backend.id}"] = "up"
                     elif backend.state == BackendState.DOWN:
@@ -199,7 +199,7 @@ class Daemon:
         maintenance, in the failover decision's active set)."""
         if self.runtime is None:
             return {}
-        return {name: len(pool.pool.selectable) for name, pool in self.runtime.pools.items()}
+        return {name: len(pool.state.selectable) for name, pool in self.runtime.pools.items()}
 
     def config_errors(self) -> list[str]:
         """Why the running config is not the one this node should run. A rejected

@@ -143,7 +143,7 @@ class WorkerSet:
         )
         assert host.runtime is not None
         for pool in host.runtime.pools.values():
-            await worker.channel.send(backend_state_message(pool.pool))
+            await worker.channel.send(backend_state_message(pool.state))
         await worker.channel.send({"op": "shed", "on": host.runtime.shedding})
 
     async def _read(self, worker: WorkerProcess) -> None:
@@ -175,7 +175,7 @@ class WorkerSet:
             return
         for pool_name, backend_id, ok, status in items:
             pool = runtime.pools.get(pool_name)
-            backend = pool.pool.backends.get(backend_id) if pool is not None else None
+            backend = pool.state.backends.get(backend_id) if pool is not None else None
             if backend is not None:
                 health.report(backend, bool(ok), status)
 

@@ -141,7 +141,7 @@ def build_app(state: AdminState) -> web.Application:
     r.add_get("/", status_page)
     r.add_get("/api/v1/openapi.json", openapi)
     r.add_get("/metrics", metrics)
-    r.add_get(READY_PATH, ready_handler(lambda request: _state(request).daemon))
+    r.add_get(READY_PATH, ready_handler(lambda request: request_state(request).host))
     r.add_get(f"{API}/status", get_status)
     r.add_get(f"{API}/config", get_config)
     r.add_get(f"{API}/load-balancer/stats", lb_stats)

@@ -152,9 +152,10 @@ async def add_backend(request: web.Request) -> web.Response:
         # on the moment it is UP before its first check (FailoverMachine.deferred).
         with failover.deferred() if failover is not None else contextlib.nullcontext():
             backend = runtime.add_backend(pool_name, bcfg)
-        pool_runtime.pool.refresh()
+        pool_runtime.state.refresh()
     if word in ("drain", "maint"):
-        pool_runtime.pool.set_state(bcfg.id, _target_state(state, pool_runtime.pool, backend, word))
+        live = pool_runtime.state
+        live.set_state(bcfg.id, _target_state(state, live, backend, word))
     log.info("admin: added backend %s (%s) to pool %s", bcfg.id, backend.address, pool_name)
     view = state.backend_view(pool_runtime, backend, await state.live_counters())
     return web.json_response({**view, **cluster_fields}, status=201)
@@ -192,9 +193,9 @@ async def patch_backend(request: web.Request) -> web.Response:
         pool_runtime, backend = found
         cluster_fields = cluster_fields_of(result)
     elif patch.weight is not None:
-        pool_runtime.pool.set_weight(backend.id, patch.weight)
+        pool_runtime.state.set_weight(backend.id, patch.weight)
     if patch.state is not None:
-        pool = pool_runtime.pool
+        pool = pool_runtime.state
         pool.set_state(backend.id, _target_state(state, pool, backend, patch.state))
     log.info(
         "admin: backend %s: weight=%s state=%s", backend.id, backend.weight, str(backend.state)

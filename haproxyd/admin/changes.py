@@ -87,7 +87,7 @@ async def failover_trigger(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise APIError(400, "invalid failover request", pydantic_details(exc)) from None
     pool_runtime = pool_or_404(state, trigger.pool)
-    if trigger.backend is not None and trigger.backend not in pool_runtime.pool.backends:
+    if trigger.backend is not None and trigger.backend not in pool_runtime.state.backends:
         raise APIError(
             400,
             "invalid failover request",

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from haproxyd.admin.ready import ReadinessHost
+
 if TYPE_CHECKING:
     from haproxyd.cluster.manager import ClusterManager
     from haproxyd.config.schema import Config
@@ -22,9 +24,9 @@ if TYPE_CHECKING:
     from haproxyd.supervisor import WorkerSet
 
 
-class AdminHost(Protocol):
-    """The running configuration, the live parts the views read, and the one way to
-    change the configuration (`reload`)."""
+class AdminHost(ReadinessHost, Protocol):
+    """The running configuration, the live parts the views read, the one way to
+    change the configuration (`reload`), and what `GET /ready` asks (ReadinessHost)."""
 
     config: Config
     config_version: int

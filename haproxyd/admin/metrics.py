@@ -36,8 +36,8 @@ from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.stats import BACKEND_COUNTER_FIELDS, BUCKETS, SNAPSHOT_VERSION
 
 if TYPE_CHECKING:
+    from haproxyd.admin.host import AdminHost
     from haproxyd.admin.state import AdminState
-    from haproxyd.daemon import Daemon
 
 def sum_backend_counters(
     lists: Iterable[Iterable[dict[str, Any]]],
@@ -145,9 +145,9 @@ class HaproxydCollector(Collector):
         yield from _backend_families(state, snap)
         yield from _health_families(state)
         yield from _failover_families(state)
-        yield from _config_families(state.daemon)
+        yield from _config_families(state.host)
         yield from _cluster_families(state)
-        yield from _process_families(state.daemon)
+        yield from _process_families(state.host)
 
 
 def _request_families(snap: dict[str, Any]) -> Iterator[Metric]:
@@ -283,7 +283,7 @@ def _failover_families(state: AdminState) -> Iterator[Metric]:
     yield failover
 
 
-def _config_families(daemon: Daemon) -> Iterator[Metric]:
+def _config_families(daemon: AdminHost) -> Iterator[Metric]:
     """Reloads by result, and the running config's version."""
     reloads = CounterMetricFamily(
         "haproxyd_config_reloads",
@@ -327,7 +327,7 @@ def _cluster_families(state: AdminState) -> Iterator[Metric]:
     )
 
 
-def _process_families(daemon: Daemon) -> Iterator[Metric]:
+def _process_families(daemon: AdminHost) -> Iterator[Metric]:
     """This process's data plane (refused requests, client connections) and build."""
     runtime = daemon.runtime
     if runtime is not None:

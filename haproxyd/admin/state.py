@@ -56,12 +56,6 @@ class AdminState:
         self.lock = asyncio.Lock()  # serialises config updates
         self.admin_address: str | None = None  # the bound admin address, once listening
 
-    @property
-    def daemon(self) -> AdminHost:
-        """The host under its old name: admin/metrics.py (another change's to move)
-        still reads `state.daemon`."""
-        return self.host
-
     # -- live objects ----------------------------------------------------------------
 
     @property
@@ -102,7 +96,7 @@ class AdminState:
         counters = await self.live_counters()
         pools = []
         for pool_runtime in self.pools():
-            pool = pool_runtime.pool
+            pool = pool_runtime.state
             states = {str(s): 0 for s in BackendState}
             for b in pool.backends.values():
                 states[str(b.state)] += 1
@@ -175,7 +169,7 @@ class AdminState:
         self, pool_runtime: ProxyPool, backend: Backend, counters: BackendCounters
     ) -> dict[str, Any]:
         """`counters`: `live_counters()` (summed over the workers)."""
-        pool = pool_runtime.pool
+        pool = pool_runtime.state
         counts = counters.get((pool.name, backend.id), _NO_COUNTERS)
         return {
             "id": backend.id,
@@ -225,7 +219,7 @@ class AdminState:
         for pool_runtime in self.pools():
             if pool_name is not None and pool_runtime.name != pool_name:
                 continue
-            for backend in pool_runtime.pool.backends.values():
+            for backend in pool_runtime.state.backends.values():
                 out.append(self.backend_view(pool_runtime, backend, counters))
         return out
 
@@ -236,7 +230,7 @@ class AdminState:
         counts = {(b["pool"], b["backend"]): b for b in snap["backends"]}
         pools = []
         for pool_runtime in self.pools():
-            pool = pool_runtime.pool
+            pool = pool_runtime.state
             if pool_name is not None and pool.name != pool_name:
                 continue
             backends = []

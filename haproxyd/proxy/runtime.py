@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
+from haproxyd.balancer import registry
 from haproxyd.balancer.base import Balancer
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.regions import RegionBalancer
@@ -36,22 +37,6 @@ if TYPE_CHECKING:
     from haproxyd.proxy.exchange import Exchange
 
 log = logging.getLogger("haproxyd.runtime")
-
-_BALANCER_OPTIONS = (
-    "hash_key",
-    "virtual_nodes",
-    "balance_factor",
-    "choices",
-    "hash_query",
-    "trusted_proxies",
-    "slow_start",
-)
-
-
-def balancer_options(pool_config: PoolConfig) -> dict[str, Any]:
-    section = pool_config.balancer
-    return {name: getattr(section, name) for name in _BALANCER_OPTIONS if hasattr(section, name)}
-
 
 def check_buildable(cfg: Config) -> None:
     """What a valid config can still fail on when the data plane builds it (raises
@@ -208,7 +193,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         *,
         node_region: str | None = None,
     ) -> ProxyPool:
-        options = balancer_options(cfg)
+        options = registry.options_of(cfg.balancer)
         if cfg.regions is not None:
             # Per-request region routing: built from config in every process (workers
             # too), one inner balancer of the pool's algorithm per region.

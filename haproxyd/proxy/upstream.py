@@ -416,13 +416,6 @@ class ProxyPool:
         self.retries_active = 0  # of which retries
         self.waiters: collections.deque[Exchange] = collections.deque()
 
-    @property
-    def pool(self) -> Pool:
-        """The old name of `state`, kept while admin/api.py, admin/state.py,
-        supervisor.py and daemon.py (edited in parallel elsewhere) still read it; the
-        data plane reads `state`."""
-        return self.state
-
     def select(self, exchange: Exchange) -> Backend | None:
         """The backend for `exchange` (its first attempt, or a queued one), or None:
         the one way the data plane asks the balancer (retries: `select_retry`)."""

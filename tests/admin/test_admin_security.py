@@ -23,7 +23,7 @@ async def snapshot(h) -> dict[str, Any]:
         "backends": [
             (b.id, b.weight, str(b.state))
             for pool in h.daemon.runtime.pools.values()
-            for b in pool.pool.backends.values()
+            for b in pool.state.backends.values()
         ],
         "config": h.daemon.config.model_dump(mode="json"),
         "config_version": h.daemon.config_version,

@@ -3,6 +3,7 @@ the config schema, the data plane's factory and docs/reference.md follow it."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import typing
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from haproxyd.balancer import base, registry
-from haproxyd.config import schema
+from haproxyd.config import load_config_text, schema
 from haproxyd.proxy import runtime
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
@@ -60,14 +61,20 @@ def test_option_models_are_closed_frozen_and_described(algorithm: registry.Algor
     assert all(f.description for f in algorithm.options.model_fields.values())
 
 
-def test_the_data_planes_option_list_matches_the_registry() -> None:
-    # proxy/runtime.py still keeps its own tuple of option names (the data plane is
-    # another change's); this holds it to the registry until it reads `options_of`.
-    assert set(runtime._BALANCER_OPTIONS) == set(registry.option_names())
-    pool = schema.PoolConfig.model_validate(
-        {"balancer": {"algorithm": "consistent_hash", "virtual_nodes": 7}}
+def test_the_data_plane_builds_balancers_with_the_registrys_options() -> None:
+    cfg = load_config_text(
+        "pools:\n  web:\n    balancer: {algorithm: consistent_hash, virtual_nodes: 7}\n"
+        "    backends:\n      - {id: b1, address: 127.0.0.1:9}\n"
     )
-    assert registry.options_of(pool.balancer) == runtime.balancer_options(pool)
+    options = registry.options_of(cfg.pools["web"].balancer)
+    assert set(options) == set(registry.option_names()) and options["virtual_nodes"] == 7
+    loop = asyncio.new_event_loop()
+    try:
+        proxy = runtime.ProxyRuntime(loop)
+        proxy.apply(cfg)
+        assert proxy.pools["web"].state.balancer.virtual_nodes == 7
+    finally:
+        loop.close()
 
 
 def test_every_algorithm_builds_from_its_section_defaults() -> None:
