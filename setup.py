@@ -35,12 +35,15 @@ def fall_back(reason: str) -> None:
 
 
 def remove_retired() -> None:
-    """Delete the in-tree builds (and their C) of modules that are no longer compiled."""
+    """Delete the builds (and their C) of modules that are no longer compiled: in the
+    tree, and in setuptools' build/lib* directories, whose copies a wheel would ship."""
+    roots = [ROOT, *glob.glob(os.path.join(ROOT, "build", "lib*"))]
     for name in RETIRED:
-        base = os.path.join(ROOT, *name.split("."))
-        for path in glob.glob(base + ".*.so") + glob.glob(base + ".*.pyd") + [base + ".c"]:
-            if os.path.exists(path):
-                os.remove(path)
+        for root in roots:
+            base = os.path.join(root, *name.split("."))
+            for path in glob.glob(base + ".*.so") + glob.glob(base + ".*.pyd") + [base + ".c"]:
+                if os.path.exists(path):
+                    os.remove(path)
 
 
 def extensions() -> list[Extension]:

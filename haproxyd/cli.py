@@ -22,7 +22,8 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The loop every haproxyd process runs: uvloop."""
     import uvloop
 
     return uvloop.new_event_loop()
@@ -61,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pid_file = Path(args.pid_file) if args.pid_file else None
     tune_gc()
     daemon = Daemon(config, config_path=path, pid_file=pid_file)
-    with asyncio.Runner(loop_factory=_event_loop) as runner:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         try:
             return runner.run(daemon.run())
         except StartupError as exc:
@@ -89,7 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     tune_gc()
-    with asyncio.Runner(loop_factory=_event_loop) as runner:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(worker_main(args.fd, args.slot))
 
 
@@ -104,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from haproxyd.demo import run_demo
 
     _setup_logging(args.log_level)
-    with asyncio.Runner(loop_factory=_event_loop) as runner:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(run_demo(port=args.port, duration=args.duration))
 
 

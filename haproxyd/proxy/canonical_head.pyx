@@ -18,13 +18,16 @@ only as `close` or `keep-alive`; no Transfer-Encoding, no Upgrade; at most 64 he
 lines; the head ends in this read, and the read holds no byte past the body's end.
 
 `scan_request_head` does the same for a client's request: an origin-form GET (or other
-bodiless request) whose only header the proxy acts on is Host. Requests are where
-smuggling lives, so its subset is narrower still: method one of GET, HEAD, POST, PUT,
-DELETE, OPTIONS, PATCH; target `/` and RFC 3986 path and query bytes only; exactly
-`HTTP/1.1`; ASCII header values; exactly one Host, a plain name with an optional port
-(target.host_ok's rule, narrowed); no Content-Length,
-Transfer-Encoding, Connection, Expect, Upgrade, X-Forwarded-For, Via or X-Request-ID
-(any of those, or anything unusual, and llhttp reads the request, with all its checks).
+bodiless request) whose only headers the proxy acts on are Host and a plain Connection.
+Requests are where smuggling lives, so its subset is narrower still: method one of GET,
+HEAD, POST, PUT, DELETE, OPTIONS, PATCH; target `/` and RFC 3986 path and query bytes
+only; exactly `HTTP/1.1`; ASCII header values; exactly one Host, a plain name with an
+optional port (target.host_ok's rule, narrowed); at most one Connection, exactly `close`
+or `keep-alive` (a client that opens a connection per request says `close`: without it
+here, each such request went through llhttp and the special-header path, about a fifth
+of a new connection's cost); no Content-Length, Transfer-Encoding, Expect, Upgrade,
+X-Forwarded-For, Via or X-Request-ID (any of those, or anything unusual, and llhttp
+reads the request, with all its checks).
 
 This module exists only compiled (setup.py builds it when it builds the data plane);
 the compiled client and upstream call its scanners as C functions (canonical_head.pxd).
@@ -292,14 +295,14 @@ cdef object _method(const unsigned char* p, Py_ssize_t n):
 
 
 cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
-    """(head_end, method, target, line, host, kept) for a canonical request head at
-    `data[start:]` no longer than `limit` bytes, else None.
+    """(head_end, method, target, line, host, kept, keep_alive) for a canonical request
+    head at `data[start:]` no longer than `limit` bytes, else None.
 
     `line` is the request line with its CRLF, which in a canonical head is exactly the
     line the proxy sends on (`method SP target SP HTTP/1.1`). `kept` is the header
     lines forwarded as they are (all but the hop-by-hop ones and the X-Forwarded-Proto
     and -Host the proxy sets itself; Host included), in order, joined; `host` is the
-    Host value."""
+    Host value; `keep_alive` False when the client said `Connection: close`."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t i, name_start, value_start = 0, target_start, target_end
@@ -307,6 +310,7 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
     cdef Py_ssize_t host_start = -1, host_end = 0
     cdef Kept kept
     cdef int kind  # a KIND_* value
+    cdef int connection = -1  # -1: no Connection header; else whether it said keep-alive
     kept.lines = kept.ranges = kept.total = 0
 
     if start < 0 or start >= n:
@@ -340,8 +344,17 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
                 return None  # a second Host, an empty or unusual one
             host_start = value_start
             host_end = i
+        elif kind == KIND_CONNECTION:
+            if connection >= 0:
+                return None  # a second Connection line: llhttp joins them
+            if _named(p + value_start, i - value_start, b"close", 5):
+                connection = 0
+            elif _named(p + value_start, i - value_start, b"keep-alive", 10):
+                connection = 1
+            else:
+                return None  # Connection names headers, or upgrade: llhttp's case
         elif kind != KIND_KEEP and kind != KIND_DROP:
-            return None  # framing, Connection, Expect, forwarding headers: llhttp's case
+            return None  # framing, Expect, forwarding headers: llhttp's case
         i += 2
         if kind == KIND_KEEP or kind == KIND_HOST:  # Host goes on as received
             _keep(&kept, name_start, i)
@@ -354,4 +367,5 @@ cpdef tuple scan_request_head(bytes data, Py_ssize_t start, Py_ssize_t limit):
         _slice(p, start, target_end + 11),
         _slice(p, host_start, host_end),
         _joined(p, &kept),
+        connection != 0,
     )

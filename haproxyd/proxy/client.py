@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -154,9 +153,10 @@ class ClientProtocol(ClientSide):
         self.peer_ip = self.peer_ip.removeprefix("::ffff:")
         self.peer_ip_bytes = self.peer_ip.encode()
         self._forwarded = forwarded_block(self.peer_ip_bytes, self.proto, VIA_TOKEN)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # (No TCP_NODELAY here: uvloop sets it on every TCP transport it makes, and
+        # asking for the socket to set it again cost a pseudo-socket, a dup'd socket
+        # object and a syscall: about 6 % of a new connection's instructions.
+        # tests/proxy/test_nodelay.py holds uvloop to it.)
         if len(runtime.connections) >= runtime.connection_limit:
             self.transport.write(
                 error_response(503, runtime.request_ids.next(), "too many connections", close=True)
@@ -267,15 +267,21 @@ class ClientProtocol(ClientSide):
             head = scan_request_head(data, start, limit)
             if head is None:
                 break
-            end, method, url, line, host, kept = head
+            end, method, url, line, host, kept, keep_alive = head
             self.requests += 1
             exchange = Exchange(self)
             exchange.url = url
             exchange.specials = [(HOST, b"host", host)]
             exchange.parts = [line, kept]
-            plain_request(exchange, self.runtime, method, True, host, self._forwarded)
+            plain_request(exchange, self.runtime, method, keep_alive, host, self._forwarded)
             exchange.request_complete = True
             self._queue_ready(exchange)
+            if not keep_alive:
+                # The connection's last request: what follows is never read (llhttp
+                # refuses bytes after `Connection: close`; nginx and HAProxy ignore
+                # them), and the connection closes after the answer.
+                self._discarding = True
+                return b""
             start = end
         if start == 0:
             return data

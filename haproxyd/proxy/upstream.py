@@ -28,7 +28,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import socket
 from typing import TYPE_CHECKING
 
 import httptools
@@ -107,9 +106,7 @@ class UpstreamConnection:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # (uvloop has set TCP_NODELAY: see ClientProtocol.connection_made.)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:

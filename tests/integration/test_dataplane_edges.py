@@ -365,3 +365,47 @@ def test_abort_on_client_close_aborts_even_a_whole_request(raw_backend, daemon):
         assert c.wait_closed(5)
     entry = d.access_log(1)[-1]
     assert entry["termination"] == "client_closed", entry
+
+
+# -- A client's Connection: close, read by the scanner or by llhttp -------------------
+
+
+@pytest.mark.parametrize("value", [b"close", b"Close", b"CLOSE"])
+def test_nothing_after_a_connection_close_request_reaches_a_backend(raw_backend, daemon, value):
+    """The request that says `Connection: close` is the connection's last: it is
+    answered with `Connection: close`, what was pipelined after it is never forwarded
+    (nginx and HAProxy ignore it too), and the backend's copy carries no Connection
+    header from the client (hop-by-hop: the proxy's own connection to the backend stays
+    keep-alive)."""
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    last = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: " + value + b"\r\n\r\n"
+    with d.conn() as c:
+        after = b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n"
+        c.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + last + after)
+        answers = [c.read_response(), c.read_response()]
+        assert c.wait_closed(5)
+    assert [(r.status, r.body) for r in answers] == [(200, b"/first"), (200, b"/last")]
+    assert not answers[0].has_token("Connection", "close"), answers[0]
+    assert answers[1].has_token("Connection", "close"), answers[1]
+    assert [r.target for r in rb.requests] == ["/first", "/last"]
+    for rec in rb.requests:
+        assert not any(name.lower() == "connection" for name, _ in rec.headers), rec.raw
+    assert_all_rewritten(rb.requests)
+    assert rb.connections == 1  # one backend connection served both
+
+
+def test_a_connection_keep_alive_request_keeps_the_connection(raw_backend, daemon):
+    rb = raw_backend(ok_reply)
+    d = daemon([rb])
+    with d.conn() as c:
+        c.send(
+            b"GET /one HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+            b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answers = [c.read_response(), c.read_response()]
+        assert c.is_open()
+    assert [(r.status, r.body) for r in answers] == [(200, b"/one"), (200, b"/two")]
+    assert [r.target for r in rb.requests] == ["/one", "/two"]
+    for rec in rb.requests:
+        assert not any(name.lower() == "connection" for name, _ in rec.headers), rec.raw

@@ -91,7 +91,7 @@ def check_request(data: bytes, limit: int = 65536) -> tuple | None:
     head = scan_request_head(data, 0, limit)
     if head is None:
         return None
-    end, method, target, line, host, kept = head
+    end, method, target, line, host, kept, keep_alive = head
     assert end <= limit
     assert line == b"%s %s HTTP/1.1\r\n" % (method, target)  # what the proxy sends on
     events = _Events()
@@ -101,7 +101,7 @@ def check_request(data: bytes, limit: int = 65536) -> tuple | None:
     assert parser.get_method() == method
     assert events.url == target and target.startswith(b"/")
     assert parser.get_http_version() == "1.1"
-    assert events.keep_alive == [True, True]
+    assert events.keep_alive == [keep_alive, keep_alive]
     assert not parser.should_upgrade()
     hosts = [v for n, v in events.headers if n.lower() == b"host"]
     assert hosts == [host] and host_ok(host)
@@ -270,7 +270,8 @@ def test_a_typical_request_is_scanned() -> None:
         b"GET /a/b?c=d&e=%20 HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: curl/8\r\n"
         b"Accept: */*\r\nKeep-Alive: 300\r\nX-Forwarded-Proto: https\r\n\r\n"
     )
-    end, method, target, line, host, kept = check_request(data)
+    end, method, target, line, host, kept, keep_alive = check_request(data)
+    assert keep_alive
     assert (end, method, target, line, host) == (
         len(data),
         b"GET",
@@ -279,6 +280,24 @@ def test_a_typical_request_is_scanned() -> None:
         b"example.com:8080",
     )
     assert kept == b"Host: example.com:8080\r\nUser-Agent: curl/8\r\nAccept: */*\r\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "keep_alive"),
+    [(b"close", False), (b"Close", False), (b"CLOSE", False), (b"keep-alive", True),
+     (b"Keep-Alive", True)],
+)  # fmt: skip
+def test_a_plain_connection_header_is_scanned_and_not_forwarded(
+    value: bytes, keep_alive: bool
+) -> None:
+    """A client that opens a connection per request says `Connection: close`: the
+    scanner reads it (as llhttp does: check_request holds the two together) and the
+    header stays behind, hop-by-hop."""
+    data = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: " + value + b"\r\nAccept: */*\r\n\r\n"
+    head = check_request(data)
+    assert head is not None
+    assert head[6] is keep_alive
+    assert head[5] == b"Host: a\r\nAccept: */*\r\n"
 
 
 def test_pipelined_requests_are_scanned_one_after_another() -> None:
@@ -306,7 +325,11 @@ def test_a_head_longer_than_the_limit_is_left_to_llhttp() -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection:\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
