@@ -174,7 +174,7 @@ async def test_ready_on_an_up_backend_changes_nothing(hap, backend):
     version = h.daemon.runtime.pools["web"].state.version
     r = await h.api("PATCH", f"{BACKENDS}/web-1", {"state": "ready"})
     assert r.status == 200 and r.body["state"] == "up"
-    assert h.daemon.runtime.pools["web"].pool.version == version
+    assert h.daemon.runtime.pools["web"].state.version == version
 
 
 @pytest.mark.parametrize(

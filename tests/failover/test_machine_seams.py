@@ -180,7 +180,7 @@ async def test_workers_mirror_the_decision_with_its_fallback_and_panic_flag(cloc
             fallback=message["fallback"],
             panic=message["panic"],
         )
-        pool = worker.pools["web"].pool
+        pool = worker.pools["web"].state
         fallback = pool.retry_fallback.id if pool.retry_fallback is not None else None
         return [b.id for b in pool.selectable], fallback, isinstance(pool.selectable, PanicSet)
 
@@ -190,5 +190,5 @@ async def test_workers_mirror_the_decision_with_its_fallback_and_panic_flag(cloc
     h.set("p1", "down")  # 1 of 3 healthy < 50%: panic over all three
     assert mirror() == (["p1", "b1", "b2"], None, True)
     # The worker's balancer really uses the down backends in panic.
-    assert worker.pools["web"].pool.select(object()) is not None
+    assert worker.pools["web"].state.select(object()) is not None
     await worker.stop()
