@@ -116,7 +116,10 @@ class ClientProtocol(ClientSide):
         self.clock = runtime.loop.time  # the loop's clock: read several times per request
         self.proto = b"https" if tls else b"http"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser = httptools.HttpRequestParser(self)
+        # llhttp's parser, made when a request first needs it: building one looks up
+        # each of its callbacks on this protocol (about 4k instructions), and most
+        # connections' requests are the canonical heads the scanner reads without it.
+        self.parser = None
         self.peer_ip = ""
         self.peer_ip_bytes = b""
         self._forwarded = b""  # see headers.forwarded_block
@@ -200,7 +203,10 @@ class ClientProtocol(ClientSide):
         again: bytes | None = None  # an extension method's request, to parse anew
         try:
             if data:
-                self.parser.feed_data(data)
+                parser = self.parser
+                if parser is None:
+                    parser = self.parser = httptools.HttpRequestParser(self)
+                parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade_request(data, exc)
         except httptools.HttpParserError as exc:
