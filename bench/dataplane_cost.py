@@ -18,6 +18,7 @@ count and time; every process is stopped by PID.
 
     python3 bench/dataplane_cost.py [--requests 4000] [--connections 8] [--top 15]
     python3 bench/dataplane_cost.py --new-connections   # a connection per request
+    python3 bench/dataplane_cost.py --tracing 0.01      # tracing on, 1 % sampled
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ def main() -> int:
         help="each request on a new client connection (the connection-setup path)",
     )
     parser.add_argument(
+        "--tracing",
+        type=float,
+        metavar="RATIO",
+        help="run with `tracing: {enabled: true, sample_ratio: RATIO}` (the cost of tracing on)",
+    )
+    parser.add_argument(
         "--keep-dump", metavar="FILE", help="copy the callgrind dump to FILE (callgrind_annotate)"
     )
     args = parser.parse_args()
@@ -168,6 +175,9 @@ def main() -> int:
         wait_http(bport, backend)
         port = free_port()
         conf = haproxyd_conf(tmp, port, bport, 1, 0)
+        if args.tracing is not None:
+            with conf.open("a") as f:
+                f.write(f"tracing: {{enabled: true, sample_ratio: {args.tracing}}}\n")
         out = tmp / "callgrind.out"
         daemon = procs.start(
             "haproxyd",

@@ -78,6 +78,7 @@ from haproxyd.config.sections.pool import (
     UpstreamKeepalive,
 )
 from haproxyd.config.sections.routes import RouteConfig, RouteMatch
+from haproxyd.config.sections.tracing import TracingConfig
 from haproxyd.proxy.target import route_host, route_path
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "TLSConfig",
     "TcpCheck",
     "Timeouts",
+    "TracingConfig",
     "UpstreamKeepalive",
     "default_config",
     "validate_document",
@@ -171,6 +173,9 @@ class Config(Section):
         "ignore", description="When node_checks fail: keep serving, or shed load with 503."
     )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clustering.")
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="Trace context and OTLP span export."
+    )
 
     @model_validator(mode="wrap")
     @classmethod

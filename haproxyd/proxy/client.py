@@ -50,6 +50,7 @@ from haproxyd.proxy.headers import (
     HOST,
     KEEP,
     SEP,
+    TRACEPARENT,
     VIA_TOKEN,
     BadRequest,
     forwarded_block,
@@ -409,7 +410,9 @@ class ClientProtocol(ClientSide):
             exchange.parts += (name, SEP, value, CRLF)
         elif kind != DROP:
             exchange.specials.append((kind, name, value))
-            if kind == HOST:  # read by the proxy, and forwarded as received
+            # Read, and forwarded as received (two compares, not `in`: Host is on
+            # every request, and compiled a tuple test costs more).
+            if kind == HOST or kind == TRACEPARENT:  # noqa: SIM109
                 exchange.parts += (name, SEP, value, CRLF)
 
     def on_headers_complete(self) -> None:

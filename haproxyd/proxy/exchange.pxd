@@ -40,6 +40,7 @@ cdef class Exchange:
     cdef public long long replay_bytes
     cdef public bint request_complete
     cdef public bytes request_id
+    cdef public tuple trace  # request.TraceIds.line's, or None
     cdef public bint response_started
     cdef public bint retrying
     cdef public bint reused

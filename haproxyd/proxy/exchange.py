@@ -106,6 +106,7 @@ class Exchange:
         "start",
         "status",
         "termination",
+        "trace",
         "trailers",
         "tried",
         "upgrade",
@@ -169,6 +170,9 @@ class Exchange:
         self.connect_time = -1.0
         self.header_time = -1.0
         self.termination = ""
+        # Set when tracing is on (request.TraceIds.line): (trace id, span id, the
+        # client's span id or None, sampled), ids as lower-case hex.
+        self.trace: tuple[bytes, bytes, bytes | None, bool] | None = None
 
     # -- RequestContext --
 

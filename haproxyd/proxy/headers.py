@@ -37,6 +37,10 @@ UPGRADE = 7
 X_FORWARDED_FOR = 8
 VIA = 9
 X_REQUEST_ID = 10
+# Read only when `tracing.enabled`, else forwarded as received; a kind of its own so
+# that the canonical scanner leaves a request carrying one to llhttp (whose path
+# collects specials) and the common request, without one, keeps its path.
+TRACEPARENT = 11
 
 # RFC 9110 §7.6.1 plus the legacy ones every proxy strips.
 _HOP_BY_HOP = (
@@ -60,6 +64,7 @@ _REQUEST_KINDS_LOWER: dict[bytes, int] = {
     b"x-forwarded-for": X_FORWARDED_FOR,
     b"via": VIA,
     b"x-request-id": X_REQUEST_ID,
+    b"traceparent": TRACEPARENT,
 }
 _RESPONSE_KINDS_LOWER: dict[bytes, int] = {
     **dict.fromkeys(_HOP_BY_HOP, DROP),
@@ -220,6 +225,7 @@ class RequestMeta:
         "content_length",
         "expect_continue",
         "host",
+        "traceparent",
         "upgrade",
         "via",
         "xff",
@@ -231,6 +237,9 @@ class RequestMeta:
         self.xff: list[bytes] | None = None
         self.via: list[bytes] | None = None
         self.xrid: bytes | None = None
+        # The client's traceparent: None when absent, b"" (invalid, so a new trace is
+        # started) when sent more than once (W3C Trace Context §3.2).
+        self.traceparent: bytes | None = None
         self.connection: list[bytes] | None = None
         self.upgrade: bytes | None = None
         self.content_length: bytes | None = None
@@ -259,6 +268,8 @@ class RequestMeta:
             elif kind == X_REQUEST_ID:
                 if self.xrid is None:
                     self.xrid = value
+            elif kind == TRACEPARENT:
+                self.traceparent = value if self.traceparent is None else b""
             elif kind == TRANSFER_ENCODING:
                 # llhttp accepts one Transfer-Encoding, ending in `chunked`. A coding
                 # before it (gzip, chunked) is refused as nginx does (RFC 9112 §6.1):

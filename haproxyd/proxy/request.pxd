@@ -1,4 +1,6 @@
 # Cython declarations for request.py (compiled when Cython is present; see setup.py).
+cimport cython
+
 from haproxyd.proxy.exchange cimport Exchange
 from haproxyd.proxy.upstream cimport ProxyPool
 
@@ -18,6 +20,21 @@ cdef class ProxyRuntimeBase:
     cdef public ProxyPool only_pool
     cdef public RequestIds request_ids
     cdef public list exchange_listeners
+    cdef public TraceIds tracing  # None: tracing off
+
+cdef class TraceIds:
+    cdef Py_ssize_t _at
+    cdef Py_ssize_t _block
+    cdef bytes _hex
+    cdef object _random
+    cdef bytes _raw
+    cdef long _threshold
+
+    cdef Py_ssize_t _draw(self)
+    # C locals: inferred, `at` and the slices would be Python objects (ints boxed for
+    # every index), several times the cost of the whole line.
+    @cython.locals(at=Py_ssize_t, hexed=bytes, raw=bytes, span=bytes, trace=bytes)
+    cpdef bytes line(self, Exchange exchange, bytes traceparent)
 
 cdef class RequestIds:
     cdef readonly bytes prefix

@@ -4,8 +4,11 @@
   read a request's line and headers into an `Exchange` (`parts` and `specials`,
   headers.py). The common request (Host its only special header) takes the first; any
   other the second, which also refuses what the proxy does not forward (BadRequest).
+  With `tracing` on (the runtime's `tracing` not None), both add the proxy's
+  `traceparent` line (`TraceIds`) in place of the client's.
 - `ProxyRuntimeBase`: the runtime's fields read on every request (runtime.py derives
-  `ProxyRuntime` from it); `RequestIds`: the process's X-Request-ID values.
+  `ProxyRuntime` from it); `RequestIds`: the process's X-Request-ID values;
+  `TraceIds`: its trace context, when tracing is on.
 
 Compiled (setup.py), with the fields and signatures `request.pxd` declares: an attribute
 added here must be declared there too, and the client calls the functions as C
@@ -14,6 +17,8 @@ functions.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from haproxyd.proxy.headers import (
@@ -26,11 +31,15 @@ from haproxyd.proxy.headers import (
     set_value,
 )
 from haproxyd.proxy.target import host_ok, origin_form
+from haproxyd.tracing.context import parse_traceparent
 
 if TYPE_CHECKING:
     from haproxyd.proxy.exchange import Exchange
 
 _HEX3 = tuple(b"%03x" % i for i in range(0x1000))  # see RequestIds.next
+_TRACEPARENT = {b"traceparent"}
+_DRAW = 26  # random bytes per TraceIds draw
+_ZERO_SPAN = b"0" * 16
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
@@ -67,7 +76,13 @@ def plain_request(
             exchange.url = target
             parts[0] = b" ".join((method, target, b"HTTP/1.1\r\n"))
     exchange.pool = pool
-    parts += (b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id, b"\r\n\r\n")
+    tracing = runtime.tracing
+    if tracing is None:
+        parts += (b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id, b"\r\n\r\n")
+    else:
+        # A plain request carries no traceparent (one makes it special): a new trace.
+        trace = tracing.line(exchange, None)
+        parts += (b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id, CRLF, trace, CRLF)
     exchange.head = b"".join(parts)
 
 
@@ -110,6 +125,14 @@ def special_request(
         # llhttp reads no body of an upgrade request (httptools has it skip one),
         # and a WebSocket handshake never has one (RFC 6455 §4.1).
         raise BadRequest(400, "upgrade request with a body")
+    tracing = runtime.tracing
+    trace_line = None
+    if tracing is not None:
+        if meta.traceparent is not None:
+            # The client's, replaced by the proxy's; before `kept_end`, which
+            # Exchange.header reads the forwarded headers up to.
+            drop_named(parts, 1, _TRACEPARENT)
+        trace_line = tracing.line(exchange, meta.traceparent)
     exchange.kept_end = len(parts)
     exchange.expect_continue = meta.expect_continue and not exchange.http10
     if meta.content_length is not None:
@@ -122,6 +145,8 @@ def special_request(
         framing = b"Transfer-Encoding: chunked\r\n"
     else:
         framing = b""  # no body (llhttp reads none without a length or chunked)
+    if trace_line is not None:
+        framing += trace_line  # (the head's last lines)
     exchange.request_id = request_id = meta.xrid or runtime.request_ids.next()
     pool, url = runtime.route(meta.host, url)
     exchange.pool = pool
@@ -161,7 +186,74 @@ class ProxyRuntimeBase:
         "request_ids",
         "response_timeout",
         "shedding",
+        "tracing",
     )
+
+
+class TraceIds:
+    """The W3C trace context of each request of one process, when tracing is on (the
+    runtime's `tracing`; None, and never called, when off).
+
+    `line` returns the `traceparent` line a request's backend gets and keeps what it
+    decided on the exchange (`exchange.trace`: trace id, span id, the client's span id
+    or None, sampled), which the access log and the span exporter read once it ended.
+    Ids are lower-case hex sliced from one block of random bytes drawn and hex-encoded
+    per `block` requests (os.urandom by default, injectable for tests): a slice costs
+    far less than formatting a number per request, and trace ids must be unique, not
+    secret. A new trace is sampled when two more of those bytes fall under
+    `sample_ratio` (a resolution of 1/65,536); a client's valid trace keeps its flags."""
+
+    __slots__ = ("_at", "_block", "_hex", "_random", "_raw", "_threshold")
+
+    def __init__(
+        self,
+        sample_ratio: float,
+        random: Callable[[int], bytes] = os.urandom,
+        block: int = 1024,
+    ) -> None:
+        self._random = random
+        self._block = block
+        self._threshold = int(sample_ratio * 65536)
+        self._raw = b""
+        self._hex = b""
+        self._at = 0
+
+    def _draw(self) -> int:
+        """The offset in `_raw` of 26 fresh random bytes: trace id (16), span id (8),
+        sampling (2); their hex is at twice that offset in `_hex`."""
+        at = self._at
+        if at + _DRAW > len(self._raw):
+            self._raw = self._random(self._block * _DRAW)
+            self._hex = self._raw.hex().encode()
+            at = 0
+        self._at = at + _DRAW
+        return at
+
+    def line(self, exchange: Exchange, traceparent: bytes | None) -> bytes:
+        """The `traceparent` line (CRLF included) for the backend of a request whose
+        client sent `traceparent` (None: none; b"": several, invalid); sets
+        `exchange.trace`."""
+        at = self._draw()
+        hexed = self._hex
+        span = hexed[2 * at + 32 : 2 * at + 48]
+        while span == _ZERO_SPAN:  # all zeros is not a span id (1 in 2**64)
+            at = self._draw()
+            hexed = self._hex
+            span = hexed[2 * at + 32 : 2 * at + 48]
+        parsed = parse_traceparent(traceparent) if traceparent is not None else None
+        if parsed is not None:
+            trace, parent, flags = parsed
+            sampled = (flags & 1) == 1
+            flag_line = b"-%02x\r\n" % flags
+        else:
+            trace = hexed[2 * at : 2 * at + 32]
+            parent = None
+            raw = self._raw
+            sampled = (raw[at + 24] << 8 | raw[at + 25]) < self._threshold
+            flag_line = b"-01\r\n" if sampled else b"-00\r\n"
+            # (an all-zero trace id, 1 in 2**128, is left to chance)
+        exchange.trace = (trace, span, parent, sampled)
+        return b"".join((b"traceparent: 00-", trace, b"-", span, flag_line))
 
 
 class RequestIds:

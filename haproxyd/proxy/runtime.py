@@ -25,7 +25,7 @@ from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.regions import RegionBalancer
 from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSet, Pool
 from haproxyd.proxy.listener import stop_accepting
-from haproxyd.proxy.request import ProxyRuntimeBase, RequestIds
+from haproxyd.proxy.request import ProxyRuntimeBase, RequestIds, TraceIds
 from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.target import route_host, route_path, split_target
 from haproxyd.proxy.upstream import BackendConnections, ProxyPool
@@ -80,6 +80,9 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.worker_count = 1  # processes sharing the listeners (for the share above)
         self.draining = False  # shutting down: no new keep-alive
         self.shedding = False  # node unhealthy with on_unhealthy: shed
+        # Trace context of each request; None while tracing is off, the one test the
+        # data plane makes then.
+        self.tracing: TraceIds | None = None
         self.rejected: dict[int, int] = {}  # malformed requests answered, by status
         self.resolver: Resolver | None = None
         # Each data-plane server and its TLS context (None: plain), for `stop_accepting`.
@@ -132,6 +135,8 @@ class ProxyRuntime(ProxyRuntimeBase):
         self._routes = routes
         self._default_pool = next(iter(pools.values()), None)
         self.only_pool = None if routes else self._default_pool
+        tracing = cfg.tracing
+        self.tracing = TraceIds(tracing.sample_ratio) if tracing.enabled else None
         self._open_access_log(cfg)
         self._configure_resolver(cfg)
 
@@ -354,6 +359,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         if out is not None:
             pool = exchange.pool
             backend = exchange.backend
+            trace = exchange.trace
             now = exchange.ended or self.loop.time()
             record = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -371,6 +377,9 @@ class ProxyRuntime(ProxyRuntimeBase):
                 "total_time": round(now - exchange.start, 6) if exchange.start else 0.0,
                 "request_id": exchange.request_id.decode("latin-1"),
                 "termination": exchange.termination,
+                # null while tracing is off, so the record keeps one shape
+                "trace_id": trace[0].decode() if trace is not None else None,
+                "span_id": trace[1].decode() if trace is not None else None,
             }
             out.write(json.dumps(record, separators=(",", ":")) + "\n")
 
