@@ -131,6 +131,10 @@ class ClusterManager:
         self.term_seen = 0  # newest term this node has seen
         self.leader_id: str | None = None
         self.members: dict[str, dict[str, str]] = {}  # live records
+        # node id -> the admin URL its record last gave: a record lives a few
+        # heartbeats, a lease several times that, and a leader whose loop was held off
+        # for a moment must not become unreachable to followers while it still leads.
+        self._admin_urls: dict[str, str] = {}
         self.lost: dict[str, float] = {}  # lost node id -> since (wall)
         self.redis_ok: bool | None = None  # None: not tried yet
         self.redis_error = ""
@@ -341,6 +345,9 @@ class ClusterManager:
             if node_id not in lost:  # left cleanly, or came back
                 del self.lost[node_id]
         self.members = live
+        for node_id, record in live.items():
+            if record.get("admin"):
+                self._admin_urls[node_id] = record["admin"]
 
     async def _elect(self, started: float) -> None:
         settings = self.settings
@@ -572,10 +579,15 @@ class ClusterManager:
             await self._sync_config()
 
     def leader_admin_url(self) -> str | None:
+        """Where the leader's admin API answers: from its record, or, while its record
+        has lapsed but its lease has not (the leader id is the lease's), the address
+        that record last gave."""
         if self.leader_id is None:
             return None
         record = self.members.get(self.leader_id)
-        return record.get("admin") if record else None
+        if record and record.get("admin"):
+            return record["admin"]
+        return self._admin_urls.get(self.leader_id)
 
     # -- peers -------------------------------------------------------------------------
 
