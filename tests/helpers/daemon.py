@@ -8,7 +8,6 @@ the listener accepts connections (polling, with a deadline) and stops it with SI
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from haproxyd._build import dataplane_form
+from haproxyd.admin.changes import deep_merge
 from haproxyd.config.env import ENV_OVERRIDES
 from helpers.http1 import Conn
 
@@ -86,16 +86,6 @@ def run_cli(
         env=subprocess_env(env),
         cwd=cwd or REPO_ROOT,
     )
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 DEFAULT_TIMEOUTS = {
