@@ -56,6 +56,7 @@ import aiohttp
 import redis.exceptions
 
 from haproxyd.balancer.state import BackendState
+from haproxyd.cluster.peers import PROBE_TIMEOUT, fencing_reason, probe_peers
 from haproxyd.cluster.store import ClusterStore, Lease, StaleWrite, connect
 from haproxyd.config.secrets import redact_url
 from haproxyd.failover.base import Decision
@@ -72,7 +73,6 @@ log = logging.getLogger("haproxyd.cluster")
 SHARED_SECTIONS = ("pools", "routes")  # what config sync shares; the rest is per node
 RECORD_TTL_BEATS = 3  # a record outlives this many missed heartbeats
 LEASE_SAFETY = 0.2  # act as leader only until lease_ttl x (1 - this) after a renewal
-PROBE_TIMEOUT = 1.0
 _VERDICTS = {BackendState.UP: "up", BackendState.DOWN: "down"}
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
 
@@ -605,56 +605,24 @@ class ClusterManager:
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _probe_peers(self) -> None:
-        http = self._http
-        if http is None:
+        if self._http is None:
             return
-        addresses = self._peer_addresses()
-
-        # Every node has the same token (docs/operations.md): with read_auth the status
-        # needs it, and its `role` is what `fenced` weighs.
-        token = self.host.config.admin.token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-        async def probe(url: str) -> tuple[bool, str | None]:
-            try:
-                async with http.get(f"{url}/api/v1/ha/status", headers=headers) as response:
-                    role = None
-                    if response.status == 200:
-                        with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
-                            body = await response.json()
-                            role = body.get("role") if isinstance(body, dict) else None
-                    return response.status < 500, role if isinstance(role, str) else None
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                return False, None
-
-        results = await asyncio.gather(*(probe(a) for a in addresses))
-        self.probes = {a: ok for a, (ok, _) in zip(addresses, results, strict=True)}
-        self.peer_roles = {a: role for a, (_, role) in zip(addresses, results, strict=True)}
+        self.probes, self.peer_roles = await probe_peers(
+            self._http, self._peer_addresses(), self.host.config.admin.token
+        )
 
     @property
     def fenced(self) -> str | None:
-        """Why the cluster goes on without this node, or None. That is: Redis has not
-        answered this node for longer than a member record lives (the others count it
-        `lost`), while a peer this node can reach leads the cluster. Its failover
-        decisions and config can then be stale, and a VIP belongs on a member
-        (GET /ready). Redis down for every node is not fencing: no peer leads then,
-        every node is degraded and keeps serving, and so should the VIP's holder.
-
-        The wait also outlasts a leader that lost Redis too (it acts until its lease
-        runs out by its own clock) plus one probe round, so such a leader's stale
-        `role` is never taken for a cluster that goes on without us."""
+        """Why the cluster goes on without this node, or None (peers.fencing_reason)."""
         if self.redis_ok is not False or self._redis_lost_at is None:
             return None
-        settings = self.settings
-        cut_off = self.clock() - self._redis_lost_at
-        beat = settings.heartbeat_interval
-        if cut_off < max(beat * RECORD_TTL_BEATS, settings.lease_ttl) + beat + PROBE_TIMEOUT:
-            return None
-        if not any(role == "leader" for role in self.peer_roles.values()):
-            return None
-        return (
-            f"fenced off the cluster: Redis unreachable from this node for {cut_off:.0f}s "
-            "while a peer leads the cluster"
+        beat = self.settings.heartbeat_interval
+        return fencing_reason(
+            self.clock() - self._redis_lost_at,
+            record_ttl=beat * RECORD_TTL_BEATS,
+            lease_ttl=self.settings.lease_ttl,
+            heartbeat=beat,
+            peer_roles=self.peer_roles,
         )
 
     # -- reading -----------------------------------------------------------------------

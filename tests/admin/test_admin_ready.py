@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from haproxyd.admin.ready import ReadinessHost, readiness
-from haproxyd.cluster.manager import PROBE_TIMEOUT, ClusterManager
+from haproxyd.cluster.manager import ClusterManager
+from haproxyd.cluster.peers import PROBE_TIMEOUT
 from haproxyd.config import validate_document
 from haproxyd.failover.events import EventLog
 
