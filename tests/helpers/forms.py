@@ -97,15 +97,14 @@ class InterpretedChild:
     def wait(self) -> None:
         """Until the child is over (bounded by the ceiling; past it, it is stopped)."""
         deadline = time.monotonic() + CHILD_CEILING
-        while not self.exited.exists() and time.monotonic() < deadline:
-            if self.proc is not None:
-                try:
-                    self.proc.wait(min(1.0, max(deadline - time.monotonic(), 0.0)))
-                except subprocess.TimeoutExpired:
-                    continue
-                if self.exited.exists():
-                    break
-            time.sleep(0.2)  # another worker's child: its `exited` file is the signal
+        # The shell writes `exited` as its last act, so that file is the one signal,
+        # whichever worker started the child (the starter also stops looking if its
+        # shell is gone without writing it).
+        while not self.exited.exists():
+            gone = self.proc is not None and self.proc.poll() is not None
+            if gone or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
         if not self.exited.exists():
             self.stop()
 
