@@ -78,14 +78,16 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     "pool": s["pool"],
                     "backend": s["backend"],
                     "codes": dict(s["codes"]),
+                    "codes_h2": dict(s.get("codes_h2", {})),
                     "buckets": list(s["buckets"]),
                     "sum": s["sum"],
                     "count": s["count"],
                     "backend_5xx": s["backend_5xx"],
                 }
                 continue
-            for code, n in s["codes"].items():
-                into["codes"][code] = into["codes"].get(code, 0) + n
+            for field in ("codes", "codes_h2"):
+                for code, n in s.get(field, {}).items():
+                    into[field][code] = into[field].get(code, 0) + n
             into["buckets"] = [a + b for a, b in zip(into["buckets"], s["buckets"], strict=True)]
             into["sum"] += s["sum"]
             into["count"] += s["count"]
@@ -150,14 +152,19 @@ class HaproxydCollector(Collector):
         yield from _process_families(state.host)
 
 
+# A series' status counts by the client's protocol: (snapshot field, `protocol` label).
+_PROTOCOL_CODES = (("codes", "http1"), ("codes_h2", "http2"))
+
+
 def _request_families(snap: dict[str, Any]) -> Iterator[Metric]:
     """Requests and their durations, from the merged snapshot's series."""
     bounds = snap["bounds"]
     requests = CounterMetricFamily(
         "haproxyd_requests",
-        "Requests answered, by pool, final backend and status code "
-        '(backend "" = no backend was available; code 0 = the client left first).',
-        labels=["pool", "backend", "code"],
+        "Requests answered, by pool, final backend, status code and the client's protocol "
+        '(backend "" = no backend was available; code 0 = the client left first; '
+        "protocol http1 or http2).",
+        labels=["pool", "backend", "code", "protocol"],
     )
     duration = HistogramMetricFamily(
         "haproxyd_request_duration_seconds",
@@ -166,8 +173,9 @@ def _request_families(snap: dict[str, Any]) -> Iterator[Metric]:
     )
     for s in sorted(snap["series"], key=lambda s: (s["pool"], s["backend"])):
         labels = [s["pool"], s["backend"]]
-        for code, n in sorted(s["codes"].items()):
-            requests.add_metric([*labels, code], n)
+        for field, protocol in _PROTOCOL_CODES:
+            for code, n in sorted(s.get(field, {}).items()):
+                requests.add_metric([*labels, code, protocol], n)
         if s["count"]:
             cumulative = 0
             buckets = []

@@ -381,10 +381,13 @@ def _series_view(s: dict[str, Any] | None, bounds: list[float]) -> dict[str, Any
             "codes": codes,
             "latency": _latency(bounds, [], 0.0),
         }
-    for code, n in s["codes"].items():
-        codes[code_class(code)] += n
+    requests = 0
+    for field in ("codes", "codes_h2"):  # (either protocol's answers)
+        for code, n in s.get(field, {}).items():
+            codes[code_class(code)] += n
+            requests += n
     return {
-        "requests": sum(s["codes"].values()),
+        "requests": requests,
         "backend_5xx": s["backend_5xx"],
         "codes": codes,
         "latency": _latency(bounds, s["buckets"], s["sum"]),

@@ -66,6 +66,7 @@ from haproxyd.config.sections.health import (
     TcpCheck,
     node_check,
 )
+from haproxyd.config.sections.http2 import Http2Config
 from haproxyd.config.sections.listeners import ListenerConfig, TLSConfig
 from haproxyd.config.sections.node import NodeConfig
 from haproxyd.config.sections.pool import (
@@ -175,6 +176,9 @@ class Config(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clustering.")
     tracing: TracingConfig = Field(
         default_factory=TracingConfig, description="Trace context and OTLP span export."
+    )
+    http2: Http2Config = Field(
+        default_factory=Http2Config, description="Client HTTP/2 connections."
     )
 
     @model_validator(mode="wrap")

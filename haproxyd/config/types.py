@@ -41,6 +41,28 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024}
+_UNIT_BYTES |= {"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `65535`, `64KiB`, `64k`, `1MiB` (binary units: a window or a buffer
+    is counted in powers of two)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            unit = (match.group(2) or "b").lower()
+            return int(match.group(1)) * _UNIT_BYTES[unit]
+    raise ValueError(f"invalid size {value!r}: use a number of bytes or KiB, MiB (e.g. 64KiB)")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 class Address(NamedTuple):
     """A `host:port` pair; `host` may be an IPv4/IPv6 literal or a DNS name."""

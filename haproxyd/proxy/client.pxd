@@ -31,6 +31,8 @@ cdef class ClientProtocol(ClientSide):
     cdef public bint _eof
     cdef public bint _parsing
     cdef public long long requests
+    cdef public bint _http2
+    cdef public bytes _preface
 
     # ClientSide's methods, implemented here.
     cpdef write(self, bytes data)

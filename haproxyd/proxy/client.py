@@ -44,6 +44,7 @@ from haproxyd.proxy.flow import (
     T_RESPONSE,
     T_TUNNEL,
 )
+from haproxyd.proxy.h2front import alpn_chose_h2, start_http2, take_h2c_preface
 from haproxyd.proxy.headers import (
     CRLF,
     DROP,
@@ -96,9 +97,11 @@ class ClientProtocol(ClientSide):
         "_head_raw",
         "_header_bytes",
         "_held",
+        "_http2",
         "_method",
         "_parsing",
         "_paused",
+        "_preface",
         "_rejection",
         "_tunnel",
         "current",
@@ -112,8 +115,12 @@ class ClientProtocol(ClientSide):
         "transport",
     )
 
-    def __init__(self, runtime: ProxyRuntime, *, tls: bool) -> None:
+    def __init__(self, runtime: ProxyRuntime, *, tls: bool, http2: bool = False) -> None:
         self.runtime = runtime
+        # This listener also speaks HTTP/2 (h2front.py): TLS when ALPN chose `h2`,
+        # cleartext when the connection opens with the preface (h2c, prior knowledge).
+        self._http2 = http2
+        self._preface = b""  # the first bytes, while they may still be the preface
         self.clock = runtime.loop.time  # the loop's clock: read several times per request
         self.proto = b"https" if tls else b"http"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -172,6 +179,8 @@ class ClientProtocol(ClientSide):
         now = self.clock()
         self.deadline = now + runtime.header_timeout
         self.timeout_kind = T_HEADER
+        if self._http2 and self.proto == b"https" and alpn_chose_h2(transport):
+            start_http2(self, b"")
 
     def data_received(self, data: bytes) -> None:
         if self._discarding or self._rejection is not None:
@@ -192,6 +201,10 @@ class ClientProtocol(ClientSide):
         # For _parse_failed: whether a request starts `data`, and how many had begun.
         self._fed_at_start = current is None and not self._parsing
         if self._fed_at_start:
+            if self.requests == 0 and self._http2 and self.proto == b"http":
+                data = take_h2c_preface(self, data)
+                if not data:
+                    return  # held, or now the HTTP/2 session's
             if scan_request_head is not None and self._method is None:
                 data = self._scan_requests(data)  # (never takes a line that starts CR/LF)
             # (An int, not `data[:1] in b"\r\n"`: bytes-in-bytes first tries the

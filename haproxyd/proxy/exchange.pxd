@@ -26,6 +26,7 @@ cdef class Exchange:
     cdef public bytes head
     cdef public double header_time
     cdef public bint http10
+    cdef public bint http2
     cdef public bint is_head
     cdef public bint keep_alive
     cdef public Py_ssize_t kept_end

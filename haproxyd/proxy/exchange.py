@@ -1,21 +1,21 @@
 """One request and its response, whatever client protocol carried it: the `Exchange`.
 
-A client protocol (HTTP/1.1 today: client.py's `ClientProtocol`) parses a request, fills
-an `Exchange` with its head and queues it; the exchange at the head of its queue
-dispatches itself, and from then on the exchange talks to two narrow interfaces:
+A client protocol (HTTP/1.1: client.py's `ClientProtocol`; HTTP/2: h2front.py's
+`StreamClient`, one per stream) reads a request, fills an `Exchange` with its head and
+dispatches it (HTTP/1.1: once it heads its connection's queue), and from then on the
+exchange talks to two narrow interfaces:
 
-- its client, through `ClientSide` (clientside.py): write bytes to the client, pause and resume
-  reading it, push its deadline, and say when the exchange ended. A second client
-  protocol (HTTP/2) derives from `ClientSide` as `ClientProtocol` does, and feeds the
-  same exchange.
+- its client, through `ClientSide` (clientside.py): send the response (`send_head`, the
+  body's bytes, `send_end`, or the proxy's own `send_error`), pause and resume reading
+  the request, push its deadline, and say when the exchange ended.
 - the backend connection serving it (upstream.py's `UpstreamConnection`), which never
   touches the exchange's fields but calls it back: `on_head`, `on_body`, `on_read_end`,
   `on_complete`, `on_lost` (and, rarer, `on_upgraded`, `on_invalid`, `on_backend_full`).
 
 The exchange's own work: choose a backend (through its `ProxyPool`, the one way: `select`
 for the first attempt and a queued one, `select_retry` for a retry), take a pooled
-connection or open one, stream the request body, retry or queue, build the response
-head for the client (headers.py), and finish: the backend's counters, the pool's queue
+connection or open one, stream the request body, retry or queue, hand the response to
+its client side, and finish: the backend's counters, the pool's queue
 and retry budget, the client's next request.
 
 Compiled (setup.py), the classes here are extension types with the fields
@@ -31,20 +31,13 @@ from typing import TYPE_CHECKING
 
 from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.clientside import ClientSide
-from haproxyd.proxy.errors import error_response
 from haproxyd.proxy.flow import (
     PAUSE_UPSTREAM_FULL,
     PAUSE_WAITING,
     T_QUEUE,
     T_RESPONSE,
 )
-from haproxyd.proxy.headers import (
-    CONTENT_LENGTH,
-    CRLF,
-    build_response_head,
-    header_in_block,
-    trailer_allowed,
-)
+from haproxyd.proxy.headers import CRLF, header_in_block, trailer_block
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
@@ -57,8 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("haproxyd.proxy")
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CHUNK_END = b"0\r\n\r\n"
 
 
 class Exchange:
@@ -84,6 +75,7 @@ class Exchange:
         "expect_continue",
         "head",
         "header_time",
+        "http2",
         "http10",
         "is_head",
         "keep_alive",
@@ -133,6 +125,7 @@ class Exchange:
         self.request_complete = False
         self.keep_alive = True
         self.http10 = False
+        self.http2 = False  # the request came on an HTTP/2 stream (h2front.py)
         self.is_head = False
         self.upgrade = False
         self.expect_continue = False
@@ -355,23 +348,10 @@ class Exchange:
             client.resume_reading_for(PAUSE_WAITING)
         if self.request_complete:
             if self.chunked_in:
-                transport.write(self._trailer_block(self.trailers))
+                transport.write(trailer_block(self.trailers))
         elif self.expect_continue and not self.continue_sent:
             self.continue_sent = True
-            client.write(_CONTINUE)
-
-    @staticmethod
-    def _trailer_block(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
-        """The last chunk of a chunked body, with the trailers that may be forwarded
-        (to a backend or to the client)."""
-        if not trailers:
-            return _CHUNK_END
-        parts = [b"0\r\n"]
-        for name, value in trailers:
-            if trailer_allowed(name):
-                parts += (name, b": ", value, CRLF)
-        parts.append(CRLF)
-        return b"".join(parts)
+            client.send_continue()
 
     # -- request body (called by the client protocol) --
 
@@ -408,7 +388,7 @@ class Exchange:
         self.request_complete = True
         conn = self.conn
         if conn is not None and self.chunked_in:
-            conn.transport.write(self._trailer_block(self.trailers))  # type: ignore[union-attr]
+            conn.transport.write(trailer_block(self.trailers))  # type: ignore[union-attr]
 
     # -- response side: called by the UpstreamConnection serving this exchange --
 
@@ -417,7 +397,6 @@ class Exchange:
         the forwarded headers (from index 1), `specials` the (kind, value) of its
         framing, Connection and Upgrade headers (see headers.py)."""
         client = self.client
-        runtime = client.runtime
         if status in _RETRY_STATUSES and self.replay is not None and self.conn is not None:
             # Resend to another backend before a byte of this answer reaches the client.
             backend = self.backend
@@ -435,41 +414,7 @@ class Exchange:
         self.status = status
         self.header_time = client.clock() - self.start
         self.response_started = True
-        if (
-            len(specials) == 1
-            and specials[0][0] == CONTENT_LENGTH
-            and self.keep_alive
-            and not (self.upgrade or self.http10 or self.is_head or self.close_after)
-            and not runtime.draining
-        ):
-            # The common response: framed by Content-Length alone, to a keep-alive
-            # HTTP/1.1 client (what headers.build_response_head would build, in fewer
-            # steps).
-            parts += (
-                b"Content-Length: ",
-                specials[0][1],
-                b"\r\nX-Request-ID: ",
-                self.request_id,
-                b"\r\n\r\n",
-            )
-            self.out = [b"".join(parts)]
-            return
-        built = build_response_head(
-            status,
-            parts,
-            specials,
-            self.request_id,
-            upgrade=self.upgrade,
-            is_head=self.is_head,
-            http10=self.http10,
-            keep_alive=self.keep_alive,
-            close_after=self.close_after,
-            draining=runtime.draining,
-        )
-        self.chunked_out = built.chunked_out
-        self.read_to_close = built.read_to_close
-        self.close_after = built.close_after
-        self.out = [built.head]
+        client.send_head(self, status, parts, specials)
         if self.is_head:
             head_conn = self.conn
             assert head_conn is not None
@@ -515,12 +460,7 @@ class Exchange:
         client = self.client
         now = self.ended = client.clock()
         self.conn = None
-        out = self.out
-        if self.chunked_out:
-            out.append(self._trailer_block(trailers))
-        if out:
-            self.out = []
-            client.writelines(out)
+        client.send_end(self, trailers)
         upstream = self.upstream
         assert upstream is not None
         if self.request_complete and keep_alive and not conn.closed:
@@ -567,9 +507,7 @@ class Exchange:
         self.conn = None
         if self.response_started and self.read_to_close:
             # A response without length ends when the backend closes: that is success.
-            if self.chunked_out:
-                self.out.append(_CHUNK_END)
-            self.flush()
+            self.client.send_end(self, None)
             self.termination = "ok"
             self._finish_backend(ok=True)
             self.client.exchange_done(self)
@@ -690,9 +628,5 @@ class Exchange:
         self.status = status
         if not self.request_complete:
             self.close_after = True
-        client.write(
-            error_response(
-                status, self.request_id, reason, close=self.close_after or not self.keep_alive
-            )
-        )
+        client.send_error(self, status, reason)
         client.exchange_done(self)

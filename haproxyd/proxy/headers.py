@@ -102,6 +102,19 @@ def trailer_allowed(name: bytes) -> bool:
     return lower not in _TRAILER_DENIED and not lower.startswith(_TRAILER_DENIED_PREFIXES)
 
 
+def trailer_block(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
+    """The last chunk of a chunked body, with the trailers that may be forwarded (to a
+    backend or to the client)."""
+    if not trailers:
+        return b"0\r\n\r\n"
+    parts = [b"0\r\n"]
+    for name, value in trailers:
+        if trailer_allowed(name):
+            parts += (name, b": ", value, CRLF)
+    parts.append(CRLF)
+    return b"".join(parts)
+
+
 # Spellings seen so far -> kind. Bounded: past the limit (a peer inventing names) a new
 # spelling is classified without being remembered.
 _CACHE_LIMIT = 4096

@@ -49,7 +49,7 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
@@ -66,6 +66,7 @@ from haproxyd.proxy.h2limits import FrameGuard, Http2Limits
 
 log = logging.getLogger("haproxyd.proxy.http2")
 
+WRITE_NOW = 65536  # see Http2Session.write_soon
 LINGER_SECONDS = 5.0  # as client.py's: draining what a refused client still sends
 
 
@@ -142,11 +143,14 @@ class H2Stream:
         if self.closed or self.local_ended:
             return
         session = self.session
-        session.conn.send_headers(self.stream_id, response_to_h2(status, headers), end_stream)
+        try:
+            session.conn.send_headers(self.stream_id, response_to_h2(status, headers), end_stream)
+        except StreamClosedError:
+            return  # reset by the client in the read being processed: its event follows
         if end_stream:
             self.local_ended = True
             session.stream_done(self)
-        session.write()
+        session.write_soon()
 
     def send_body(self, data: bytes) -> bool:
         """Queue body bytes; False when the producer should stop (it was paused too,
@@ -232,6 +236,9 @@ class Http2Session:
         self.lingering = False
         self.going_away = False  # GOAWAY sent: no new stream
         self.write_paused = False
+        self._write_queued = False  # write_soon's call is pending
+        self._unwritten = 0  # body bytes framed by h2 since the last write
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by connection_made
         self.requests = 0  # streams opened in all
         self.last_stream_id = 0  # highest stream handed to the handler
         self.last_active = clock()
@@ -241,6 +248,7 @@ class Http2Session:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
         limits = self.limits
         conn = self.conn
         conn.local_settings = _settings(limits, limits.max_concurrent_streams)
@@ -388,13 +396,13 @@ class Http2Session:
 
     def ack(self, stream_id: int, size: int) -> None:
         self.conn.acknowledge_received_data(size, stream_id)
-        self.write()
+        self.write_soon()
 
     def flush(self, stream: H2Stream) -> None:
         """Move `stream`'s buffered body into frames as far as the windows allow, then
         its end once the buffer is empty."""
         self._flush_one(stream)
-        self.write()
+        self.write_soon()
 
     def _flush_one(self, stream: H2Stream) -> None:
         if stream.closed or self.write_paused:
@@ -406,22 +414,34 @@ class Http2Session:
         stream_id = stream.stream_id
         pending = stream.pending
         sent = 0
-        while pending:
-            window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
-            if window <= 0:
-                break
-            chunk = pending[0]
-            if len(chunk) <= window:
-                pending.popleft()
-            else:
-                # A view, so that a large body is cut into frames without copying the
-                # rest of it once per frame.
-                view = memoryview(chunk)
-                pending[0] = view[window:]
-                chunk = view[:window]
-            conn.send_data(stream_id, chunk)
-            sent += len(chunk)
+        try:
+            while pending:
+                window = min(
+                    conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size
+                )
+                if window <= 0:
+                    break
+                chunk = pending[0]
+                if len(chunk) <= window:
+                    pending.popleft()
+                else:
+                    # A view, so that a large body is cut into frames without copying
+                    # the rest of it once per frame.
+                    view = memoryview(chunk)
+                    pending[0] = view[window:]
+                    chunk = view[:window]
+                conn.send_data(stream_id, chunk)
+                sent += len(chunk)
+        except StreamClosedError:
+            # h2 closed the stream in the read being processed (the client reset it, a
+            # frame before the RST_STREAM made us flush): nothing more goes out on it,
+            # and its StreamReset event follows.
+            pending.clear()
+            stream.pending_bytes = 0
+            stream.end_pending = None
+            return
         stream.pending_bytes -= sent
+        self._unwritten += sent
         if pending:
             if sent or not stream.stall_since:
                 stream.stall_since = self.clock()
@@ -430,10 +450,14 @@ class Http2Session:
             stream.stall_since = 0.0
             end = stream.end_pending
             if end is not None:
-                if end is True:
-                    conn.send_data(stream_id, b"", end_stream=True)
-                else:
-                    conn.send_headers(stream_id, fields_to_h2(end, []), end_stream=True)
+                try:
+                    if end is True:
+                        conn.send_data(stream_id, b"", end_stream=True)
+                    else:
+                        conn.send_headers(stream_id, fields_to_h2(end, []), end_stream=True)
+                except StreamClosedError:
+                    stream.end_pending = None  # (as above)
+                    return
                 stream.local_ended = True
                 self.stream_done(stream)
         if stream.paused and stream.pending_bytes <= self.limits.send_buffer // 2:
@@ -473,9 +497,28 @@ class Http2Session:
     # -- connection --
 
     def write(self) -> None:
+        """Write what h2 has queued, now."""
+        self._write_queued = False
+        self._unwritten = 0
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def write_soon(self) -> None:
+        """Write what h2 has queued on the loop's next turn: the frames of
+        every stream answered meanwhile (a head, its body, its end; other streams'
+        frames; window updates) leave in one write instead of one each. Past
+        WRITE_NOW body bytes framed since the last write, now: the transport's own
+        buffer (and its pause_writing) must see a fast producer's bytes."""
+        if self._unwritten >= WRITE_NOW:
+            self.write()
+        elif not self._write_queued:
+            self._write_queued = True
+            self.loop.call_soon(self._write_queued_frames)
+
+    def _write_queued_frames(self) -> None:
+        if self._write_queued:
+            self.write()
 
     def goaway(self, code: int, reason: str = "", *, graceful: bool = False) -> None:
         """Send GOAWAY. Graceful (NO_ERROR): the streams open go on, the connection

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,21 +19,26 @@ if TYPE_CHECKING:
 BACKLOG = 4096
 
 
-def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+def tls_context(
+    cert: str | Path, key: str | Path, alpn: Sequence[str] = ("http/1.1",)
+) -> ssl.SSLContext:
+    """A server context; `alpn`: the protocols offered, in order of preference (the
+    client protocol switches to HTTP/2 when the handshake chose `h2`)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
-ListenerKey = tuple[str, int, str | None]
+ListenerKey = tuple[str, int, str | None, bool]
 
 
 def listener_key(listener: ListenerConfig) -> ListenerKey:
     """What identifies a listener across reloads: its address (the socket is kept) and
     its TLS material, with the files' modification times, so that renewed certificates
-    at the same paths are served by the next connection after a reload."""
+    at the same paths are served by the next connection after a reload, and the
+    protocols it speaks (ALPN, h2c)."""
     tls = listener.tls
     material = None
     if tls is not None:
@@ -42,8 +48,9 @@ def listener_key(listener: ListenerConfig) -> ListenerKey:
                 stamps.append(f"{path}@{os.stat(path).st_mtime_ns}")
             except OSError:
                 stamps.append(str(path))
+        stamps.append(",".join(tls.alpn))
         material = "|".join(stamps)
-    return (listener.address.host, listener.address.port, material)
+    return (listener.address.host, listener.address.port, material, listener.http2)
 
 
 def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -138,12 +145,18 @@ async def start_listener(
 ) -> asyncio.Server:
     """Serve `listener` on `sock`, which the server then owns (pass a duplicate)."""
     loop = asyncio.get_running_loop()
-    context = tls_context(listener.tls.cert, listener.tls.key) if listener.tls else None
+    tls = listener.tls
+    context = tls_context(tls.cert, tls.key, tls.alpn) if tls is not None else None
     is_tls = context is not None
-    server = await loop.create_server(
-        lambda: ClientProtocol(runtime, tls=is_tls), sock=sock, ssl=context, backlog=BACKLOG
-    )
-    runtime.server_tls[server] = context
+    # HTTP/2: on TLS when the handshake's ALPN chose it (offered where `tls.alpn` lists
+    # it), on cleartext by prior knowledge (h2c) unless `http2: false`.
+    http2 = "h2" in tls.alpn if tls is not None else listener.http2
+
+    def factory() -> ClientProtocol:
+        return ClientProtocol(runtime, tls=is_tls, http2=http2)
+
+    server = await loop.create_server(factory, sock=sock, ssl=context, backlog=BACKLOG)
+    runtime.server_setup[server] = (context, factory)
     return server
 
 
@@ -157,7 +170,7 @@ async def stop_accepting(runtime: ProxyRuntime, server: asyncio.Server) -> None:
     is left is the instant between the last `accept()` and `close()`.
     """
     loop = asyncio.get_running_loop()
-    context = runtime.server_tls.pop(server, None)
+    context, factory = runtime.server_setup.pop(server)
     held = [socket.socket(fileno=os.dup(item.fileno())) for item in server.sockets]
     server.close()
     for sock in held:
@@ -168,11 +181,7 @@ async def stop_accepting(runtime: ProxyRuntime, server: asyncio.Server) -> None:
             except OSError:  # BlockingIOError: the queue is empty
                 break
             try:
-                await loop.connect_accepted_socket(
-                    lambda: ClientProtocol(runtime, tls=context is not None),
-                    conn,
-                    ssl=context,
-                )
+                await loop.connect_accepted_socket(factory, conn, ssl=context)
             except OSError:
                 conn.close()
         sock.close()
@@ -207,6 +216,6 @@ async def sync_servers(
     for key in list(servers):
         if key not in wanted:
             server = servers.pop(key)
-            runtime.server_tls.pop(server, None)
+            runtime.server_setup.pop(server, None)
             server.close()
     servers.update(opened)

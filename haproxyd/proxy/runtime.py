@@ -24,6 +24,7 @@ from haproxyd.balancer.base import Balancer
 from haproxyd.balancer.base import create as create_balancer
 from haproxyd.balancer.regions import RegionBalancer
 from haproxyd.balancer.state import ActiveFilter, Backend, BackendState, PanicSet, Pool
+from haproxyd.proxy.h2limits import Http2Limits
 from haproxyd.proxy.listener import stop_accepting
 from haproxyd.proxy.request import ProxyRuntimeBase, RequestIds, TraceIds
 from haproxyd.proxy.resolver import Resolver
@@ -83,10 +84,15 @@ class ProxyRuntime(ProxyRuntimeBase):
         # Trace context of each request; None while tracing is off, the one test the
         # data plane makes then.
         self.tracing: TraceIds | None = None
+        # The bounds of client HTTP/2 connections (h2front.py), from `http2:`.
+        self.http2_limits = Http2Limits()
         self.rejected: dict[int, int] = {}  # malformed requests answered, by status
         self.resolver: Resolver | None = None
-        # Each data-plane server and its TLS context (None: plain), for `stop_accepting`.
-        self.server_tls: dict[asyncio.Server, ssl.SSLContext | None] = {}
+        # Each data-plane server's TLS context (None: plain) and protocol factory, for
+        # `stop_accepting` (which serves its backlog on the server's own terms).
+        self.server_setup: dict[
+            asyncio.Server, tuple[ssl.SSLContext | None, Callable[[], asyncio.Protocol]]
+        ] = {}
         # Passive health detection: `(backend, ok, status)` after each backend attempt.
         self.passive_report: Callable[[Backend, bool, int | None], None] | None = None
         self._routes: list[Route] = []
@@ -135,6 +141,16 @@ class ProxyRuntime(ProxyRuntimeBase):
         self._routes = routes
         self._default_pool = next(iter(pools.values()), None)
         self.only_pool = None if routes else self._default_pool
+        http2 = cfg.http2
+        self.http2_limits = Http2Limits(
+            max_concurrent_streams=http2.max_concurrent_streams,
+            initial_window=http2.initial_window,
+            max_header_list_size=http2.max_header_list_size,
+            max_header_block=cfg.limits.max_header_bytes,
+            max_requests=http2.max_requests,
+            stall_timeout=http2.stall_timeout,
+            idle_timeout=timeouts.idle,
+        )
         tracing = cfg.tracing
         self.tracing = TraceIds(tracing.sample_ratio) if tracing.enabled else None
         self._open_access_log(cfg)
@@ -375,6 +391,7 @@ class ProxyRuntime(ProxyRuntimeBase):
                 "connect_time": round(exchange.connect_time, 6),
                 "header_time": round(exchange.header_time, 6),
                 "total_time": round(now - exchange.start, 6) if exchange.start else 0.0,
+                "protocol": _protocol(exchange),
                 "request_id": exchange.request_id.decode("latin-1"),
                 "termination": exchange.termination,
                 # null while tracing is off, so the record keeps one shape
@@ -449,6 +466,13 @@ class ProxyRuntime(ProxyRuntimeBase):
             for upstream in pool.upstreams.values():
                 upstream.close()
         self._close_access_log()
+
+
+def _protocol(exchange: Exchange) -> str:
+    """The client's protocol, as the access log names it."""
+    if exchange.http2:
+        return "HTTP/2"
+    return "HTTP/1.0" if exchange.http10 else "HTTP/1.1"
 
 
 def _new_backend(bcfg: BackendConfig) -> Backend:

@@ -6,6 +6,7 @@ from haproxyd.proxy.exchange cimport Exchange
 
 cdef class Series:
     cdef public dict codes
+    cdef public dict codes_h2
     cdef public list buckets
     cdef public double sum
     cdef public long long count

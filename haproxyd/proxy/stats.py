@@ -54,10 +54,11 @@ class Series:
     """Counters of one (pool, backend). `backend` is "" for requests that never got a
     backend (503 no backend available); pool "" for requests that matched no route."""
 
-    __slots__ = ("backend_5xx", "buckets", "codes", "count", "sum")
+    __slots__ = ("backend_5xx", "buckets", "codes", "codes_h2", "count", "sum")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}  # final status sent to the client -> count
+        self.codes_h2: dict[int, int] = {}  # the same, of requests that came over HTTP/2
         self.buckets = [0] * (len(BUCKETS) + 1)  # non-cumulative; the last is +Inf
         self.sum = 0.0
         self.count = 0  # observations in the histogram (dispatched requests)
@@ -83,7 +84,7 @@ class RequestStats:
         if series is None:
             series = self._series_of(exchange)
         status = exchange.status
-        codes = series.codes
+        codes = series.codes_h2 if exchange.http2 else series.codes
         if status in codes:
             codes[status] += 1
         else:
@@ -135,6 +136,7 @@ class RequestStats:
                     "pool": pool,
                     "backend": backend,
                     "codes": {str(code): n for code, n in s.codes.items()},
+                    "codes_h2": {str(code): n for code, n in s.codes_h2.items()},
                     "buckets": list(s.buckets),
                     "sum": s.sum,
                     "count": s.count,

@@ -118,7 +118,9 @@ async def test_metrics_match_the_requests_sent(hap, backend):
     assert reply.headers["Content-Type"].startswith("text/plain")
     m = samples(reply.body)
     for (bid, code), n in sent.items():
-        got = value(m, "haproxyd_requests_total", pool="web", backend=bid, code=code)
+        got = value(
+            m, "haproxyd_requests_total", pool="web", backend=bid, code=code, protocol="http1"
+        )
         assert got == n, (bid, code, got, n)
     total = sum(v for (name, _), v in m.items() if name == "haproxyd_requests_total")
     assert total == 13

@@ -182,6 +182,22 @@ async def test_one_mib_response_through_a_64k_window_arrives_whole_with_back_pre
     assert sink.pauses >= 1 and sink.resumes >= 1
 
 
+async def test_window_update_then_reset_in_one_read_leaves_the_connection_serving():
+    """A WINDOW_UPDATE that makes the session flush, followed in the same read by the
+    RST_STREAM of the stream it would flush: h2 has closed that stream before the session
+    sees either event, so the flush must drop its data, not fail the connection."""
+    server, _ = await serve()
+    client = await connect(server)
+    client.send(client.headers(1, req(b"/big/%d" % (1 << 20))))
+    await client.until(lambda f: isinstance(f, DataFrame))  # the window is being filled
+    client.send(client.window_update(0, 1 << 20) + client.window_update(1, 1 << 20)
+                + client.rst(1))  # fmt: skip
+    client.send(client.headers(3, req(b"/after")))
+    after = await client.until(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 3)
+    assert after is not None
+    assert not server.sessions[0].closed
+
+
 async def test_request_window_is_given_back_only_as_the_consumer_acks():
     server, _ = await serve(hold_acks=True)
     client = await connect(server)

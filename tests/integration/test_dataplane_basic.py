@@ -388,9 +388,11 @@ def test_access_log_records_each_request(backend, daemon):
     fields = {
         "time", "client", "method", "path", "status", "bytes_in", "bytes_out", "backend",
         "attempts", "connect_time", "header_time", "total_time", "request_id", "termination",
+        "protocol",
     }  # fmt: skip
     assert fields <= set(entry), f"missing {fields - set(entry)} in {entry}"
     assert entry["method"] == "POST"
+    assert entry["protocol"] == "HTTP/1.1"
     assert entry["path"].startswith("/echo")
     assert entry["status"] == 200
     assert entry["backend"] == "b1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -14,11 +15,24 @@ class TLSConfig(Section):
 
     cert: str = Field(description="Certificate chain (PEM), leaf first.")
     key: str = Field(description="Private key (PEM, unencrypted) of the certificate.")
+    alpn: list[Literal["h2", "http/1.1"]] = Field(
+        default_factory=lambda: ["h2", "http/1.1"],
+        min_length=1,
+        description="Protocols offered by ALPN, in order of preference; without `h2` the "
+        "listener speaks HTTP/1.1 only (a client that offers no ALPN gets HTTP/1.1).",
+    )
 
     @field_validator("cert", "key")
     @classmethod
     def _existing_file(cls, value: str, info: ValidationInfo) -> str:
         return readable_file(value, info)
+
+    @field_validator("alpn")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"alpn lists a protocol twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _loads(self) -> TLSConfig:
@@ -38,3 +52,9 @@ class ListenerConfig(Section):
         description="host:port to listen on ([v6]:port for IPv6; port 0 = any free port)."
     )
     tls: TLSConfig | None = Field(None, description="Terminate TLS on this listener.")
+    http2: bool = Field(
+        True,
+        description="On a cleartext listener, accept HTTP/2 with prior knowledge (h2c: a "
+        "connection that opens with the HTTP/2 preface); TLS listeners choose by "
+        "`tls.alpn`. false: HTTP/1.1 only.",
+    )
