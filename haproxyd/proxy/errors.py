@@ -5,14 +5,20 @@ from __future__ import annotations
 from http import HTTPStatus
 
 
-def error_response(status: int, request_id: bytes, reason: str = "", *, close: bool) -> bytes:
-    """A complete HTTP/1.1 error response. `reason` is a short, safe explanation."""
+def error_body(status: int, reason: str = "") -> tuple[str, bytes]:
+    """The reason phrase of `status` and the plain-text body of the proxy's own answer
+    with it (`reason`: a short, safe explanation), whichever protocol carries it."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
     body = f"{status} {phrase}: {reason}\n" if reason else f"{status} {phrase}\n"
-    body_bytes = body.encode("ascii", "replace")
+    return phrase, body.encode("ascii", "replace")
+
+
+def error_response(status: int, request_id: bytes, reason: str = "", *, close: bool) -> bytes:
+    """A complete HTTP/1.1 error response. `reason` is a short, safe explanation."""
+    phrase, body_bytes = error_body(status, reason)
     head = (
         f"HTTP/1.1 {status} {phrase}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
 from haproxyd.proxy.clientside import ClientSide
+from haproxyd.proxy.errors import error_body
 from haproxyd.proxy.exchange import Exchange
 from haproxyd.proxy.flow import T_RESPONSE
 from haproxyd.proxy.h2convert import Fields, H2Request
@@ -325,12 +325,7 @@ class StreamClient(ClientSide):
 
     def _send_plain(self, status: int, request_id: bytes, reason: str) -> None:
         """The proxy's own answer (the HTTP/1.1 side's errors.error_response)."""
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        text = f"{status} {phrase}: {reason}\n" if reason else f"{status} {phrase}\n"
-        body = text.encode("ascii", "replace")
+        body = error_body(status, reason)[1]
         writer = self.writer
         writer.send_head(
             status,
