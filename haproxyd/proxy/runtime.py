@@ -30,13 +30,19 @@ from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.target import route_host, route_path, split_target
 from haproxyd.proxy.upstream import BackendConnections, ProxyPool
 from haproxyd.tasks import cancel_and_wait
+from haproxyd.tracing.counts import SpanCounts
 
 if TYPE_CHECKING:
     from haproxyd.config.schema import BackendConfig, Config, PoolConfig
+    from haproxyd.config.sections.tracing import TracingConfig
     from haproxyd.proxy.client import ClientProtocol
     from haproxyd.proxy.exchange import Exchange
+    from haproxyd.tracing.export import SpanExport
 
 log = logging.getLogger("haproxyd.runtime")
+
+# Seconds a stopping process gives its queued spans to reach the collector.
+SPAN_FLUSH_TIMEOUT = 2.0
 
 def check_buildable(cfg: Config) -> None:
     """What a valid config can still fail on when the data plane builds it (raises
@@ -83,6 +89,10 @@ class ProxyRuntime(ProxyRuntimeBase):
         # Trace context of each request; None while tracing is off, the one test the
         # data plane makes then.
         self.tracing: TraceIds | None = None
+        # The spans of sampled requests, to the collector (tracing/export.py); None
+        # while tracing is off. Its counts outlive it: a reload may swap it.
+        self.span_export: SpanExport | None = None
+        self.span_counts = SpanCounts()
         self.rejected: dict[int, int] = {}  # malformed requests answered, by status
         self.resolver: Resolver | None = None
         # Each data-plane server and its TLS context (None: plain), for `stop_accepting`.
@@ -137,6 +147,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.only_pool = None if routes else self._default_pool
         tracing = cfg.tracing
         self.tracing = TraceIds(tracing.sample_ratio) if tracing.enabled else None
+        self._sync_span_export(tracing)
         self._open_access_log(cfg)
         self._configure_resolver(cfg)
 
@@ -309,6 +320,35 @@ class ProxyRuntime(ProxyRuntimeBase):
             self.resolver.interval = settings.interval
         self.resolver.track(hosts)
 
+    def _sync_span_export(self, settings: TracingConfig) -> None:
+        """Start, keep, swap or stop the span exporter as `settings` say. A retired
+        exporter flushes in a thread of its own (SpanExport.close): the loop never
+        waits for a collector."""
+        current = self.span_export
+        if current is not None:
+            if settings.enabled and current.sends_to(settings):
+                return
+            self.exchange_listeners.remove(current.observe)
+            self.span_export = None
+            current.close()
+        if settings.enabled:
+            from haproxyd.tracing.export import SpanExport  # the optional extra
+
+            self.span_export = SpanExport(settings, self.span_counts, self.loop.time)
+            self.exchange_listeners.append(self.span_export.observe)
+
+    async def _stop_span_export(self, timeout: float) -> None:
+        """Flush the spans still queued for up to `timeout` seconds (polled: the
+        flushing thread is a daemon thread, which an exiting process does not join)."""
+        current, self.span_export = self.span_export, None
+        if current is None:
+            return
+        self.exchange_listeners.remove(current.observe)
+        thread = current.close(grace=timeout)
+        deadline = self.loop.time() + timeout + 0.5
+        while thread is not None and thread.is_alive() and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     def _open_access_log(self, cfg: Config) -> None:
         settings = cfg.access_log
         self._close_access_log()
@@ -449,6 +489,7 @@ class ProxyRuntime(ProxyRuntimeBase):
             for upstream in pool.upstreams.values():
                 upstream.close()
         self._close_access_log()
+        await self._stop_span_export(SPAN_FLUSH_TIMEOUT)
 
 
 def _new_backend(bcfg: BackendConfig) -> Backend:
