@@ -145,9 +145,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         self._routes = routes
         self._default_pool = next(iter(pools.values()), None)
         self.only_pool = None if routes else self._default_pool
-        tracing = cfg.tracing
-        self.tracing = TraceIds(tracing.sample_ratio) if tracing.enabled else None
-        self._sync_span_export(tracing)
+        self._sync_tracing(cfg.tracing)
         self._open_access_log(cfg)
         self._configure_resolver(cfg)
 
@@ -320,30 +318,39 @@ class ProxyRuntime(ProxyRuntimeBase):
             self.resolver.interval = settings.interval
         self.resolver.track(hosts)
 
-    def _sync_span_export(self, settings: TracingConfig) -> None:
-        """Start, keep, swap or stop the span exporter as `settings` say. A retired
-        exporter flushes in a thread of its own (SpanExport.close): the loop never
-        waits for a collector."""
+    def _sync_tracing(self, settings: TracingConfig) -> None:
+        """The trace ids of each request (new ones, with the new sample ratio) and the
+        span exporter, started, kept, swapped or stopped as `settings` say. The
+        exchange listener is the ids' compiled `ended`, which hands only the sampled
+        exchanges to the exporter. A retired exporter flushes in a thread of its own
+        (SpanExport.close): the loop never waits for a collector."""
+        self._unhook_tracing()
+        self.tracing = TraceIds(settings.sample_ratio) if settings.enabled else None
         current = self.span_export
-        if current is not None:
-            if settings.enabled and current.sends_to(settings):
-                return
-            self.exchange_listeners.remove(current.observe)
+        if current is not None and not (settings.enabled and current.sends_to(settings)):
             self.span_export = None
             current.close()
-        if settings.enabled:
-            from haproxyd.tracing.export import SpanExport  # the optional extra
+        if self.tracing is not None:
+            if self.span_export is None:
+                from haproxyd.tracing.export import SpanExport  # the optional extra
 
-            self.span_export = SpanExport(settings, self.span_counts, self.loop.time)
-            self.exchange_listeners.append(self.span_export.observe)
+                self.span_export = SpanExport(settings, self.span_counts, self.loop.time)
+            self.tracing.sink = self.span_export.observe
+            self.exchange_listeners.append(self.tracing.ended)
+
+    def _unhook_tracing(self) -> None:
+        tracing = self.tracing
+        if tracing is not None and tracing.sink is not None:
+            self.exchange_listeners.remove(tracing.ended)
+            tracing.sink = None
 
     async def _stop_span_export(self, timeout: float) -> None:
         """Flush the spans still queued for up to `timeout` seconds (polled: the
         flushing thread is a daemon thread, which an exiting process does not join)."""
+        self._unhook_tracing()
         current, self.span_export = self.span_export, None
         if current is None:
             return
-        self.exchange_listeners.remove(current.observe)
         thread = current.close(grace=timeout)
         deadline = self.loop.time() + timeout + 0.5
         while thread is not None and thread.is_alive() and self.loop.time() < deadline:
