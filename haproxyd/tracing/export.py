@@ -1,9 +1,9 @@
 """Span export (issue 23): one OTLP server span per sampled proxied request, sent over
 OTLP/HTTP by the OpenTelemetry SDK's `BatchSpanProcessor` from its own thread.
 
-`SpanExport.observe` is an exchange listener (`ProxyRuntime.add_exchange_listener`):
-the data plane calls it with every ended exchange, and it returns at once unless the
-exchange's trace is sampled (`exchange.trace`, set by request.TraceIds). A sampled one
+`SpanExport.observe` takes each ended exchange whose trace is sampled (`exchange.trace`,
+set by request.TraceIds): the runtime's exchange listener is the compiled
+`TraceIds.ended`, which calls it for those only (runtime.py). A sampled one
 becomes an SDK `ReadableSpan` built directly, not through a Tracer: the ids must be
 exactly those the backend received in its `traceparent` (span id = the proxy's, parent
 = the client's span id when it sent one), which a Tracer would draw itself, and a
