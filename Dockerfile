@@ -27,7 +27,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY haproxyd ./haproxyd
 RUN python -m venv /opt/haproxyd \
-    && /opt/haproxyd/bin/pip install --no-cache-dir . \
+    && /opt/haproxyd/bin/pip install --no-cache-dir ".[tracing]" \
     && /opt/haproxyd/bin/haproxyd version
 
 # -- runtime: the virtualenv, two helper scripts, an unprivileged user -------------------

@@ -787,3 +787,47 @@ if __name__ == "__main__":
         sys.exit(hold_idle(int(sys.argv[2]), int(sys.argv[3])))
     print("usage: _common.py hold-idle PORT COUNT", file=sys.stderr)
     sys.exit(2)
+
+
+# --------------------------------------------------------------------------- OTLP sink
+
+
+class OtlpSink:
+    """An OTLP/HTTP collector that accepts every export (200, an empty
+    ExportTraceServiceResponse) and counts requests and bytes: what haproxyd exports to
+    when a benchmark runs with tracing on. In a thread of this process, on loopback;
+    `close()` stops it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                self.rfile.read(length)
+                sink.requests += 1
+                sink.bytes += length
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.requests = 0
+        self.bytes = 0
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.endpoint = f"http://{LOOPBACK}:{self._server.server_address[1]}/v1/traces"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

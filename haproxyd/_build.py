@@ -26,8 +26,8 @@ Which form runs:
 - `haproxyd version` prints the form that runs (`dataplane_form`); the test suite
   refuses to start on a build older than its sources (`stale_builds`).
 - Tests: the daemon tests start each form as a process; the in-process tests of
-  tests/balancer and tests/proxy run compiled in pytest and interpreted in a child pytest
-  under HAPROXYD_PURE_PYTHON=1 (tests/helpers/forms.py). bench/dataplane_cost.py
+  tests/balancer, tests/proxy and tests/tracing run compiled in pytest and interpreted
+  in a child pytest under HAPROXYD_PURE_PYTHON=1 (tests/helpers/forms.py). bench/dataplane_cost.py
   measures the installed form, or the interpreted one under HAPROXYD_PURE_PYTHON=1.
 
 The two forms cannot drift: each `.pxd` declares exactly its `.py` class's fields

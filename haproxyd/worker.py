@@ -162,6 +162,7 @@ class Worker:
         snapshot = self.stats.snapshot(self.runtime.pools.values())
         snapshot["connections"] = len(self.runtime.connections)
         snapshot["rejected"] = dict(self.runtime.rejected)
+        snapshot["tracing"] = self.runtime.span_counts.snapshot()  # each worker exports its own
         await self.channel.send({"op": "stats", "pid": os.getpid(), "snapshot": snapshot})
 
 

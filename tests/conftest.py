@@ -13,7 +13,8 @@ Fixture API (all function-scoped unless said):
   `python -m haproxyd -c FILE` and waits until the listener accepts. In the
   `test_dataplane_*` modules every such test runs twice when the data plane is
   installed compiled: once compiled, once interpreted (`form`, HAPROXYD_PURE_PYTHON).
-  So do the in-process tests of tests/balancer and tests/proxy (helpers/forms.py).
+  So do the in-process tests of tests/balancer, tests/proxy and tests/tracing
+  (helpers/forms.py).
   `backends` takes Backend/RawBackend objects or `{id, address}` dicts.
 - `tls_files` (session) -> `TLSFiles(ca, cert, key, client_context)` made by trustme.
 - `redis_procs` -> `RedisProcesses` (helpers/redis_server.py): redis-servers for this

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from haproxyd import __version__
 from haproxyd.balancer.state import BackendState
 from haproxyd.proxy.stats import BACKEND_COUNTER_FIELDS, BUCKETS, SNAPSHOT_VERSION
+from haproxyd.tracing.counts import sum_snapshots
 
 if TYPE_CHECKING:
     from haproxyd.admin.host import AdminHost
@@ -149,6 +150,7 @@ class HaproxydCollector(Collector):
         yield from _failover_families(state)
         yield from _config_families(state.host)
         yield from _cluster_families(state)
+        yield from _tracing_families(state)
         yield from _process_families(state.host)
 
 
@@ -333,6 +335,31 @@ def _cluster_families(state: AdminState) -> Iterator[Metric]:
         "The newest leader term this node has seen (0: standalone).",
         value=cluster["term"],
     )
+
+
+def _tracing_families(state: AdminState) -> Iterator[Metric]:
+    """Spans exported and dropped, summed over this process and its workers (each
+    process exports the spans of the requests it served: tracing/export.py)."""
+    runtime = state.host.runtime
+    snapshots = [runtime.span_counts.snapshot()] if runtime is not None else []
+    if state.worker_snapshots is not None:
+        snapshots.extend(s["tracing"] for s in state.worker_snapshots() if "tracing" in s)
+    counts = sum_snapshots(snapshots)
+    yield CounterMetricFamily(
+        "haproxyd_tracing_spans_exported",
+        "Spans the collector accepted (OTLP/HTTP).",
+        value=counts["exported"],
+    )
+    dropped = CounterMetricFamily(
+        "haproxyd_tracing_spans_dropped",
+        "Spans of sampled requests that never reached the collector, by reason: "
+        "queue_full (the export queue was full), export_failed (the collector refused "
+        "or did not answer in time).",
+        labels=["reason"],
+    )
+    for reason, n in sorted(counts["dropped"].items()):  # type: ignore[attr-defined]
+        dropped.add_metric([reason], n)
+    yield dropped
 
 
 def _process_families(daemon: AdminHost) -> Iterator[Metric]:

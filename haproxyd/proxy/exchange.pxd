@@ -43,6 +43,7 @@ cdef class Exchange:
     cdef public bytes request_id
     cdef public tuple trace  # request.TraceIds.line's, or None
     cdef public bint response_started
+    cdef public list retry_log
     cdef public bint retrying
     cdef public bint reused
     cdef public list tried

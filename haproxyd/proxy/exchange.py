@@ -92,6 +92,7 @@ class Exchange:
         "request_complete",
         "request_id",
         "response_started",
+        "retry_log",
         "retrying",
         "reused",
         "specials",
@@ -156,6 +157,8 @@ class Exchange:
         self.replay_bytes = 0
         self.retrying = False  # this attempt counts against the pool's retry budget
         self.tried: list[Backend] | None = None  # backends this request failed on
+        # Each retry: (loop time, failed backend, next backend, reason), for its span.
+        self.retry_log: list[tuple[float, Backend, Backend, str]] | None = None
         self.attempts = 0
         self.status = 0
         self.start = 0.0
@@ -318,6 +321,9 @@ class Exchange:
             return False
         if log.isEnabledFor(logging.INFO):
             log.info("retry %s -> %s: %s", failed.id, choice.id, reason)
+        if self.retry_log is None:
+            self.retry_log = []
+        self.retry_log.append((self.client.clock(), failed, choice, reason))
         pool.retries_active += 1
         self.retrying = True
         self.reused = False

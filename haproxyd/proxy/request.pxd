@@ -28,12 +28,24 @@ cdef class TraceIds:
     cdef bytes _hex
     cdef object _random
     cdef bytes _raw
+    cdef Py_ssize_t _size
+    cdef Py_ssize_t _step
     cdef long _threshold
+    cdef public object sink
 
+    @cython.locals(at=Py_ssize_t)  # (inferred, an int object: boxed at each step)
     cdef Py_ssize_t _draw(self)
     # C locals: inferred, `at` and the slices would be Python objects (ints boxed for
     # every index), several times the cost of the whole line.
-    @cython.locals(at=Py_ssize_t, hexed=bytes, raw=bytes, span=bytes, trace=bytes)
+    # `text` and `noise`: C pointers into `hexed` and `raw`, which hold the bytes.
+    @cython.locals(
+        at=Py_ssize_t, hexed=bytes, raw=bytes, span=bytes, trace=bytes,
+        text=cython.p_char, noise=cython.p_uchar,
+    )
+    cpdef bytes ids(self, Exchange exchange, bytes traceparent)
+    @cython.locals(trace=tuple)
+    cpdef ended(self, Exchange exchange)
+    @cython.locals(trace=tuple)
     cpdef bytes line(self, Exchange exchange, bytes traceparent)
 
 cdef class RequestIds:
@@ -44,6 +56,7 @@ cdef class RequestIds:
     cpdef bytes next(self)
 
 cpdef request_basics(Exchange exchange, ProxyRuntimeBase runtime, bytes method, bint keep_alive)
+@cython.locals(trace=tuple)
 cpdef plain_request(
     Exchange exchange, ProxyRuntimeBase runtime, bytes method, bint keep_alive, bytes host,
     bytes forwarded

@@ -18,6 +18,7 @@ functions.
 from __future__ import annotations
 
 import os
+from binascii import hexlify
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -81,8 +82,13 @@ def plain_request(
         parts += (b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id, b"\r\n\r\n")
     else:
         # A plain request carries no traceparent (one makes it special): a new trace.
-        trace = tracing.line(exchange, None)
-        parts += (b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id, CRLF, trace, CRLF)
+        # Its line's parts join the head's (one join: a line of its own costs another).
+        flags = tracing.ids(exchange, None)
+        trace = exchange.trace
+        parts += (
+            b"X-Forwarded-Host: ", host, CRLF, forwarded, request_id,
+            b"\r\ntraceparent: 00-", trace[0], b"-", trace[1], flags, CRLF,
+        )  # fmt: skip
     exchange.head = b"".join(parts)
 
 
@@ -194,8 +200,9 @@ class TraceIds:
     """The W3C trace context of each request of one process, when tracing is on (the
     runtime's `tracing`; None, and never called, when off).
 
-    `line` returns the `traceparent` line a request's backend gets and keeps what it
-    decided on the exchange (`exchange.trace`: trace id, span id, the client's span id
+    `line` returns the `traceparent` line a request's backend gets (`ids` its parts,
+    for a caller that joins them into the head itself) and keeps what it decided on
+    the exchange (`exchange.trace`: trace id, span id, the client's span id
     or None, sampled), which the access log and the span exporter read once it ended.
     Ids are lower-case hex sliced from one block of random bytes drawn and hex-encoded
     per `block` requests (os.urandom by default, injectable for tests): a slice costs
@@ -203,7 +210,17 @@ class TraceIds:
     secret. A new trace is sampled when two more of those bytes fall under
     `sample_ratio` (a resolution of 1/65,536); a client's valid trace keeps its flags."""
 
-    __slots__ = ("_at", "_block", "_hex", "_random", "_raw", "_threshold")
+    __slots__ = (
+        "_at",
+        "_block",
+        "_hex",
+        "_random",
+        "_raw",
+        "_size",
+        "_step",
+        "_threshold",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -217,43 +234,74 @@ class TraceIds:
         self._raw = b""
         self._hex = b""
         self._at = 0
+        # _DRAW and len(_raw) as fields: compiled, C integers (request.pxd), where the
+        # module global would box every sum and comparison of `_draw` into ints.
+        self._step = _DRAW
+        self._size = 0
+        # Where `ended` sends a sampled exchange (the span exporter's `observe`); None
+        # while spans are not exported.
+        self.sink: Callable[[Exchange], None] | None = None
 
     def _draw(self) -> int:
         """The offset in `_raw` of 26 fresh random bytes: trace id (16), span id (8),
         sampling (2); their hex is at twice that offset in `_hex`."""
         at = self._at
-        if at + _DRAW > len(self._raw):
+        if at + self._step > self._size:
             self._raw = self._random(self._block * _DRAW)
-            self._hex = self._raw.hex().encode()
+            self._hex = hexlify(self._raw)
+            self._size = len(self._raw)
             at = 0
-        self._at = at + _DRAW
+        self._at = at + self._step
         return at
+
+    def ended(self, exchange: Exchange) -> None:
+        """The exchange listener while spans are exported (runtime.py): hands each
+        sampled exchange to `sink`; the others cost only this test, compiled, where a
+        listener in Python costs a call into the interpreter (about 1,100 instructions)
+        for every request."""
+        trace = exchange.trace
+        if trace is not None and trace[3]:
+            self.sink(exchange)  # type: ignore[misc]
 
     def line(self, exchange: Exchange, traceparent: bytes | None) -> bytes:
         """The `traceparent` line (CRLF included) for the backend of a request whose
         client sent `traceparent` (None: none; b"": several, invalid); sets
         `exchange.trace`."""
+        flags = self.ids(exchange, traceparent)
+        trace = exchange.trace
+        return b"".join((b"traceparent: 00-", trace[0], b"-", trace[1], flags))
+
+    def ids(self, exchange: Exchange, traceparent: bytes | None) -> bytes:
+        """Sets `exchange.trace` for a request whose client sent `traceparent` (as
+        `line`); returns the end of its line: "-", the flags, CRLF."""
         at = self._draw()
         hexed = self._hex
-        span = hexed[2 * at + 32 : 2 * at + 48]
+        # `text` and `noise` are `hexed` and `_raw` themselves, typed as C pointers
+        # compiled (request.pxd): a slice is then one PyBytes_FromStringAndSize and an
+        # index a C byte, where a bytes object's slice boxes both bounds into ints and
+        # builds a slice object (about 700 instructions per request).
+        text = hexed
+        span = text[2 * at + 32 : 2 * at + 48]
         while span == _ZERO_SPAN:  # all zeros is not a span id (1 in 2**64)
             at = self._draw()
             hexed = self._hex
-            span = hexed[2 * at + 32 : 2 * at + 48]
+            text = hexed
+            span = text[2 * at + 32 : 2 * at + 48]
         parsed = parse_traceparent(traceparent) if traceparent is not None else None
         if parsed is not None:
             trace, parent, flags = parsed
             sampled = (flags & 1) == 1
             flag_line = b"-%02x\r\n" % flags
         else:
-            trace = hexed[2 * at : 2 * at + 32]
+            trace = text[2 * at : 2 * at + 32]
             parent = None
             raw = self._raw
-            sampled = (raw[at + 24] << 8 | raw[at + 25]) < self._threshold
+            noise = raw
+            sampled = (noise[at + 24] << 8 | noise[at + 25]) < self._threshold
             flag_line = b"-01\r\n" if sampled else b"-00\r\n"
             # (an all-zero trace id, 1 in 2**128, is left to chance)
         exchange.trace = (trace, span, parent, sampled)
-        return b"".join((b"traceparent: 00-", trace, b"-", span, flag_line))
+        return flag_line
 
 
 class RequestIds:

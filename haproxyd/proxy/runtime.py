@@ -31,13 +31,19 @@ from haproxyd.proxy.resolver import Resolver
 from haproxyd.proxy.target import route_host, route_path, split_target
 from haproxyd.proxy.upstream import BackendConnections, ProxyPool
 from haproxyd.tasks import cancel_and_wait
+from haproxyd.tracing.counts import SpanCounts
 
 if TYPE_CHECKING:
     from haproxyd.config.schema import BackendConfig, Config, PoolConfig
+    from haproxyd.config.sections.tracing import TracingConfig
     from haproxyd.proxy.client import ClientProtocol
     from haproxyd.proxy.exchange import Exchange
+    from haproxyd.tracing.export import SpanExport
 
 log = logging.getLogger("haproxyd.runtime")
+
+# Seconds a stopping process gives its queued spans to reach the collector.
+SPAN_FLUSH_TIMEOUT = 2.0
 
 def check_buildable(cfg: Config) -> None:
     """What a valid config can still fail on when the data plane builds it (raises
@@ -86,6 +92,10 @@ class ProxyRuntime(ProxyRuntimeBase):
         self.tracing: TraceIds | None = None
         # The bounds of client HTTP/2 connections (h2front.py), from `http2:`.
         self.http2_limits = Http2Limits()
+        # The spans of sampled requests, to the collector (tracing/export.py); None
+        # while tracing is off. Its counts outlive it: a reload may swap it.
+        self.span_export: SpanExport | None = None
+        self.span_counts = SpanCounts()
         self.rejected: dict[int, int] = {}  # malformed requests answered, by status
         self.resolver: Resolver | None = None
         # Each data-plane server's TLS context (None: plain) and protocol factory, for
@@ -151,8 +161,7 @@ class ProxyRuntime(ProxyRuntimeBase):
             stall_timeout=http2.stall_timeout,
             idle_timeout=timeouts.idle,
         )
-        tracing = cfg.tracing
-        self.tracing = TraceIds(tracing.sample_ratio) if tracing.enabled else None
+        self._sync_tracing(cfg.tracing)
         self._open_access_log(cfg)
         self._configure_resolver(cfg)
 
@@ -325,6 +334,44 @@ class ProxyRuntime(ProxyRuntimeBase):
             self.resolver.interval = settings.interval
         self.resolver.track(hosts)
 
+    def _sync_tracing(self, settings: TracingConfig) -> None:
+        """The trace ids of each request (new ones, with the new sample ratio) and the
+        span exporter, started, kept, swapped or stopped as `settings` say. The
+        exchange listener is the ids' compiled `ended`, which hands only the sampled
+        exchanges to the exporter. A retired exporter flushes in a thread of its own
+        (SpanExport.close): the loop never waits for a collector."""
+        self._unhook_tracing()
+        self.tracing = TraceIds(settings.sample_ratio) if settings.enabled else None
+        current = self.span_export
+        if current is not None and not (settings.enabled and current.sends_to(settings)):
+            self.span_export = None
+            current.close()
+        if self.tracing is not None:
+            if self.span_export is None:
+                from haproxyd.tracing.export import SpanExport  # the optional extra
+
+                self.span_export = SpanExport(settings, self.span_counts, self.loop.time)
+            self.tracing.sink = self.span_export.observe
+            self.exchange_listeners.append(self.tracing.ended)
+
+    def _unhook_tracing(self) -> None:
+        tracing = self.tracing
+        if tracing is not None and tracing.sink is not None:
+            self.exchange_listeners.remove(tracing.ended)
+            tracing.sink = None
+
+    async def _stop_span_export(self, timeout: float) -> None:
+        """Flush the spans still queued for up to `timeout` seconds (polled: the
+        flushing thread is a daemon thread, which an exiting process does not join)."""
+        self._unhook_tracing()
+        current, self.span_export = self.span_export, None
+        if current is None:
+            return
+        thread = current.close(grace=timeout)
+        deadline = self.loop.time() + timeout + 0.5
+        while thread is not None and thread.is_alive() and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     def _open_access_log(self, cfg: Config) -> None:
         settings = cfg.access_log
         self._close_access_log()
@@ -466,6 +513,7 @@ class ProxyRuntime(ProxyRuntimeBase):
             for upstream in pool.upstreams.values():
                 upstream.close()
         self._close_access_log()
+        await self._stop_span_export(SPAN_FLUSH_TIMEOUT)
 
 
 def _protocol(exchange: Exchange) -> str:

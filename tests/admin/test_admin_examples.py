@@ -45,6 +45,8 @@ EXPORTED = {
     "haproxyd_cluster_term",
     "haproxyd_cluster_redis_up",
     "haproxyd_rejected_requests_total",
+    "haproxyd_tracing_spans_exported_total",
+    "haproxyd_tracing_spans_dropped_total",
     "haproxyd_client_connections",
     "haproxyd_start_time_seconds",
     "haproxyd_build_info",

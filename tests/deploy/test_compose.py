@@ -329,13 +329,17 @@ def service_host_port(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def test_the_nodes_otlp_endpoint_is_jaegers() -> None:
+def test_the_nodes_export_their_spans_to_jaeger() -> None:
     jaeger = SERVICES["jaeger"]
     assert jaeger["image"].startswith("jaegertracing/")
     assert "127.0.0.1:16686:16686" in jaeger["ports"]  # the UI
     for name, node in haproxyd_nodes().items():
-        host, port = service_host_port(node["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        config = yaml.safe_load(mount_source(node, "/etc/haproxyd/haproxyd.yaml").read_text())
+        tracing = config["tracing"]
+        assert tracing["enabled"] is True, name
+        host, port = service_host_port(tracing["endpoint"])
         assert (host, port) == ("jaeger", 4318), name  # Jaeger's OTLP/HTTP receiver
+        assert urlsplit(tracing["endpoint"]).path == "/v1/traces", name
         assert set(node["networks"]) & set(jaeger["networks"]), name
 
 

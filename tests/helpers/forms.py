@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 
 TESTS = Path(__file__).resolve().parent.parent
-IN_PROCESS = ("balancer", "proxy")  # tests/<these>: unit tests that import the data plane
+# tests/<these>: unit tests that import the data plane
+IN_PROCESS = ("balancer", "proxy", "tracing")
 BOTH = ("compiled", "interpreted")
 CHILD_ENV = "HAPROXYD_TEST_INTERPRETED_CHILD"  # in the child: its work directory
 IS_CHILD = CHILD_ENV in os.environ

@@ -96,3 +96,42 @@ def test_the_access_log_is_one_exchange_listener_while_on_and_none_after_a_reloa
         assert runtime.exchange_listeners == [metrics.append] and runtime._access_log is None
     finally:
         loop.close()
+
+
+def _tracing_config(tracing: str):
+    from haproxyd.config import load_config_text
+
+    return load_config_text(
+        f"tracing: {tracing}\n"
+        "pools:\n  web:\n    backends:\n      - {id: b1, address: 127.0.0.1:9}\n"
+    )
+
+
+def test_a_reload_keeps_swaps_or_stops_the_span_exporter_and_one_listener():
+    loop = asyncio.new_event_loop()
+    try:
+        runtime = ProxyRuntime(loop)
+        base = len(runtime.exchange_listeners)
+
+        def hooked() -> int:
+            tracing = runtime.tracing
+            ended = [c for c in runtime.exchange_listeners if tracing and c == tracing.ended]
+            return len(ended)
+
+        runtime.apply(_tracing_config("{enabled: true, endpoint: 'http://127.0.0.1:9/a'}"))
+        first = runtime.span_export
+        assert first is not None and runtime.tracing.sink == first.observe and hooked() == 1
+        # A new ratio: new ids, the same exporter, still one listener.
+        runtime.apply(
+            _tracing_config("{enabled: true, endpoint: 'http://127.0.0.1:9/a', sample_ratio: 0.5}")
+        )
+        assert runtime.span_export is first and hooked() == 1
+        assert len(runtime.exchange_listeners) == base + 1
+        runtime.apply(_tracing_config("{enabled: true, endpoint: 'http://127.0.0.1:9/b'}"))
+        assert runtime.span_export is not first and hooked() == 1
+        assert first.close() is None  # retired (never started: nothing to flush)
+        runtime.apply(_tracing_config("{enabled: false}"))
+        assert runtime.span_export is None and runtime.tracing is None
+        assert len(runtime.exchange_listeners) == base
+    finally:
+        loop.close()
