@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from haproxyd.proxy.errors import error_response
-from haproxyd.proxy.headers import CONTENT_LENGTH, build_response_head, trailer_block
+from haproxyd.proxy.headers import CONTENT_LENGTH, CRLF, build_response_head, trailer_block
 
 if TYPE_CHECKING:
     from haproxyd.proxy.exchange import Exchange
@@ -58,6 +58,8 @@ class ClientSide:
         its framing, Connection and Upgrade headers (headers.py). The head waits in
         `exchange.out` for the body's first bytes (one write); the exchange's framing
         flags (`chunked_out`, `read_to_close`, `close_after`) are set here."""
+        if self.runtime.echo_trace_id and exchange.trace is not None:
+            parts += (b"X-Trace-ID: ", exchange.trace[0], CRLF)
         if (
             len(specials) == 1
             and specials[0][0] == CONTENT_LENGTH
@@ -108,12 +110,14 @@ class ClientSide:
 
     def send_error(self, exchange: Exchange, status: int, reason: str) -> None:
         """The proxy's own answer to `exchange` (no byte of a response went out)."""
+        trace = exchange.trace
         self.write(
             error_response(
                 status,
                 exchange.request_id,
                 reason,
                 close=exchange.close_after or not exchange.keep_alive,
+                trace_id=trace[0] if trace is not None and self.runtime.echo_trace_id else None,
             )
         )
 

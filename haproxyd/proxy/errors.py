@@ -16,8 +16,16 @@ def error_body(status: int, reason: str = "") -> tuple[str, bytes]:
     return phrase, body.encode("ascii", "replace")
 
 
-def error_response(status: int, request_id: bytes, reason: str = "", *, close: bool) -> bytes:
-    """A complete HTTP/1.1 error response. `reason` is a short, safe explanation."""
+def error_response(
+    status: int,
+    request_id: bytes,
+    reason: str = "",
+    *,
+    close: bool,
+    trace_id: bytes | None = None,
+) -> bytes:
+    """A complete HTTP/1.1 error response. `reason` is a short, safe explanation;
+    `trace_id`, when given, is echoed in `X-Trace-ID`."""
     phrase, body_bytes = error_body(status, reason)
     head = (
         f"HTTP/1.1 {status} {phrase}\r\n"
@@ -26,4 +34,6 @@ def error_response(status: int, request_id: bytes, reason: str = "", *, close: b
         "Cache-Control: no-store\r\n"
         f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n"
     ).encode("ascii")
+    if trace_id is not None:
+        head += b"X-Trace-ID: " + trace_id + b"\r\n"
     return b"".join((head, b"X-Request-ID: ", request_id, b"\r\n\r\n", body_bytes))

@@ -110,7 +110,7 @@ def start_http2(client: ClientProtocol, data: bytes) -> None:
 
 
 def _response_fields(
-    parts: list[bytes], specials: list[tuple[int, bytes]], request_id: bytes
+    parts: list[bytes], specials: list[tuple[int, bytes]], extra: Fields
 ) -> tuple[Fields, bool]:
     """The response head's fields for HTTP/2, and whether its body ends only when the
     backend closes (no Content-Length, not chunked). `parts` are the HTTP/1.1 lines the
@@ -137,7 +137,7 @@ def _response_fields(
             fields = [f for f in fields if f[0].lower() not in named]
     if length is not None:
         fields.append((b"content-length", length))
-    fields.append((b"x-request-id", request_id))
+    fields += extra
     # (HTTP/2 has no transfer codings: llhttp already took the chunking off.)
     chunked = split_codings(codings)[0] if codings else False
     return fields, length is None and not chunked
@@ -233,8 +233,11 @@ class StreamClient(ClientSide):
             if exchange.response_started:
                 self.abort()
                 return
-        request_id = exchange.request_id if exchange is not None else b""
-        self._send_plain(status, request_id or self.runtime.request_ids.next(), reason)
+        if exchange is not None and exchange.request_id:
+            ids = self._ids(exchange)
+        else:
+            ids = [(b"x-request-id", self.runtime.request_ids.next())]
+        self._send_plain(status, ids, reason)
         self.runtime.count_rejected(status)
 
     # -- the stream's sink (called by the session) --
@@ -304,7 +307,7 @@ class StreamClient(ClientSide):
         parts: list[bytes],
         specials: list[tuple[int, bytes]],
     ) -> None:
-        fields, read_to_close = _response_fields(parts, specials, exchange.request_id)
+        fields, read_to_close = _response_fields(parts, specials, self._ids(exchange))
         exchange.read_to_close = read_to_close and not (
             exchange.is_head or status == 204 or status == 304
         )
@@ -321,9 +324,17 @@ class StreamClient(ClientSide):
         self.writer.send_end(trailers or None)
 
     def send_error(self, exchange: Exchange, status: int, reason: str) -> None:
-        self._send_plain(status, exchange.request_id, reason)
+        self._send_plain(status, self._ids(exchange), reason)
 
-    def _send_plain(self, status: int, request_id: bytes, reason: str) -> None:
+    def _ids(self, exchange: Exchange) -> Fields:
+        """The response fields naming the request: its id, and its trace id when the
+        runtime echoes it (as the HTTP/1.1 side's X-Request-ID and X-Trace-ID)."""
+        ids = [(b"x-request-id", exchange.request_id)]
+        if self.runtime.echo_trace_id and exchange.trace is not None:
+            ids.append((b"x-trace-id", exchange.trace[0]))
+        return ids
+
+    def _send_plain(self, status: int, ids: Fields, reason: str) -> None:
         """The proxy's own answer (the HTTP/1.1 side's errors.error_response)."""
         body = error_body(status, reason)[1]
         writer = self.writer
@@ -333,7 +344,7 @@ class StreamClient(ClientSide):
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", b"%d" % len(body)),
                 (b"cache-control", b"no-store"),
-                (b"x-request-id", request_id),
+                *ids,
             ],
         )
         writer.send_body(body)

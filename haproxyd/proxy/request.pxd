@@ -21,6 +21,7 @@ cdef class ProxyRuntimeBase:
     cdef public RequestIds request_ids
     cdef public list exchange_listeners
     cdef public TraceIds tracing  # None: tracing off
+    cdef public bint echo_trace_id  # tracing on, and its ids echoed as X-Trace-ID
 
 cdef class TraceIds:
     cdef Py_ssize_t _at

@@ -181,6 +181,7 @@ class ProxyRuntimeBase:
         "connection_limit",
         "connections",
         "draining",
+        "echo_trace_id",
         "exchange_listeners",
         "header_timeout",
         "idle_timeout",

@@ -342,6 +342,7 @@ class ProxyRuntime(ProxyRuntimeBase):
         (SpanExport.close): the loop never waits for a collector."""
         self._unhook_tracing()
         self.tracing = TraceIds(settings.sample_ratio) if settings.enabled else None
+        self.echo_trace_id = settings.enabled and settings.echo_trace_id
         current = self.span_export
         if current is not None and not (settings.enabled and current.sends_to(settings)):
             self.span_export = None

@@ -10,6 +10,7 @@ import re
 
 import pytest
 from helpers.backends import RawReply
+from helpers.h2client import H2Client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,3 +101,47 @@ def test_on_two_traceparents_start_a_new_trace(raw_backend, daemon):
     recs, _ = _send(raw_backend, daemon, [[("traceparent", sent), ("traceparent", sent)]])
     [(trace, _, _)] = _traceparents(recs[0].raw)
     assert trace != CLIENT_TRACE
+
+
+def test_echo_trace_id_answers_with_the_backends_trace_id(raw_backend, daemon, unused_port):
+    """`echo_trace_id`: every answer names its trace (the trace id the backend got in its
+    traceparent), the proxy's own errors too, over HTTP/1.1 and HTTP/2; off by default."""
+    rb = raw_backend(lambda rec: OK)
+    dead = {"id": "dead", "address": f"127.0.0.1:{unused_port()}"}
+    d = daemon(
+        pools={
+            "web": {"backends": [rb.config()]},
+            "gone": {"backends": [dead], "retries": {"attempts": 0}},
+        },
+        extra={
+            "tracing": {"enabled": True, "echo_trace_id": True},
+            "routes": [
+                {"match": {"path_prefix": "/gone"}, "pool": "gone"},
+                {"match": {"path_prefix": "/"}, "pool": "web"},
+            ],
+        },
+    )
+    sent = f"00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"
+    with d.conn() as c:
+        plain = c.request("GET", "/t")
+        kept = c.request("GET", "/t", [("traceparent", sent)])
+        failed = c.request("GET", "/gone")
+    with H2Client(d.port) as h2:
+        over_h2 = h2.request("/t")
+        failed_h2 = h2.request("/gone")
+    recs = rb.wait_for_requests(3)
+    trace_ids = [_traceparents(rec.raw)[0][0] for rec in recs]
+    assert plain.header("X-Trace-ID") == trace_ids[0]
+    assert kept.header("X-Trace-ID") == CLIENT_TRACE == trace_ids[1]
+    assert over_h2.header(b"x-trace-id").decode() == trace_ids[2]
+    assert failed.status == 502 and re.fullmatch("[0-9a-f]{32}", failed.header("X-Trace-ID"))
+    assert failed_h2.status == 502 and failed_h2.header(b"x-trace-id")
+    log = {e["request_id"]: e["trace_id"] for e in d.access_log(5)}
+    assert log[failed.header("X-Request-ID")] == failed.header("X-Trace-ID")
+
+
+def test_echo_trace_id_is_off_by_default(raw_backend, daemon):
+    _, d = _send(raw_backend, daemon, [[]])
+    with d.conn() as c:
+        r = c.request("GET", "/t")
+    assert r.status == 200 and r.header("X-Trace-ID") is None

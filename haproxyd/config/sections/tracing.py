@@ -49,6 +49,12 @@ class TracingConfig(Section):
     service_name: str = Field(
         "haproxyd", min_length=1, description="The spans' service.name resource attribute."
     )
+    echo_trace_id: bool = Field(
+        False,
+        description="Answer every request with its trace id in an `X-Trace-ID` header "
+        "(errors the proxy answers itself included), for finding a request's trace from "
+        "a client's report.",
+    )
     headers: dict[str, str] = Field(
         default_factory=dict,
         description="HTTP headers sent with every export (a collector's credentials; an "
