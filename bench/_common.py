@@ -326,6 +326,22 @@ def wait_http(port: int, proc: Proc | None, timeout: float = 20.0, tls: bool = F
     raise RuntimeError(f"no 200 on 127.0.0.1:{port} within {timeout:.0f}s ({last})\n{tail}")
 
 
+def wait_listening(port: int, proc: Proc | None, timeout: float = 20.0) -> None:
+    """Wait until 127.0.0.1:port accepts a connection (for listeners that speak no
+    HTTP/1.1, such as h2c with prior knowledge); RuntimeError with the log tail if not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode}:\n{log_tail(proc.log_path)}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 1.0):
+            return
+        time.sleep(0.1)
+    tail = log_tail(proc.log_path) if proc else ""
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} within {timeout:.0f}s\n{tail}")
+
+
 def log_tail(path: str, lines: int = 15) -> str:
     try:
         with open(path, errors="replace") as f:

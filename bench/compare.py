@@ -10,7 +10,8 @@ ephemeral loopback port; then each proxy in turn with one worker, proxy on core 
 backend + wrk on core 1; wrk -t1 -c50 against small and 1 MiB responses, rounds in
 alternating order; in the last round, RSS of each proxy holding 10,000 idle keep-alive
 client connections. Prints a Markdown table with the ratios haproxyd/nginx and
-haproxyd/haproxy. Every process started here is stopped by PID on exit (Ctrl-C too).
+haproxyd/haproxy. `--h2` adds the HTTP/2 rows (h2load over TLS+ALPN h2 and h2c, see
+h2bench.py). Every process started here is stopped by PID on exit (Ctrl-C too).
 See bench/README.md.
 """
 
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+import h2bench
 from _common import (
     LOOPBACK,
     WRK_LUA,
@@ -50,6 +52,7 @@ from _common import (
     tree_cpu_seconds,
     tree_rss_kib,
     wait_http,
+    wait_listening,
     wait_quiet,
     which,
 )
@@ -135,7 +138,7 @@ def _nginx_tls(tls: dict[str, str] | None) -> str:
 
 
 def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofile: int,
-                     tls: dict[str, str] | None = None):
+                     tls: dict[str, str] | None = None, listen_extra: str = ""):
     # nginx's worker_connections counts upstream connections too (haproxy's maxconn and
     # haproxyd's max_connections count client ones): with a request in flight on each of
     # `idle` client connections it holds as many upstream ones.
@@ -156,7 +159,7 @@ def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, 
     keepalive 4096; keepalive_requests 100000000; keepalive_timeout {IDLE_TIMEOUT_S}s;
   }}
   server {{
-    listen {LOOPBACK}:{port} backlog=4096{reuse}{" ssl" if tls else ""};
+    listen {LOOPBACK}:{port} backlog=4096{reuse}{" ssl" if tls else ""}{listen_extra};
 {_nginx_tls(tls)}    location / {{
       proxy_pass http://be;
       proxy_http_version 1.1;
@@ -171,7 +174,7 @@ def nginx_proxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, 
 
 
 def haproxy_conf(tmp: Path, port: int, bport: int, workers: int, idle: int, nofile: int,
-                 tls: dict[str, str] | None = None):
+                 tls: dict[str, str] | None = None, bind_extra: str = ""):
     conf = tmp / "haproxy.cfg"
     maxconn = idle + 4000
     conf.write_text(
@@ -196,7 +199,7 @@ defaults
   timeout http-keep-alive {IDLE_TIMEOUT_S}s
 
 frontend fe
-  bind {LOOPBACK}:{port}{f" ssl crt {tls['both']}" if tls else ""}
+  bind {LOOPBACK}:{port}{f" ssl crt {tls['both']}" if tls else ""}{bind_extra}
   default_backend be
 
 backend be
@@ -255,6 +258,9 @@ def version(peer: str) -> str:
                                 env=_haproxyd_env(), capture_output=True, text=True, timeout=20)
         elif peer == "wrk":
             cp = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+        elif peer == "h2load":
+            cp = subprocess.run(["h2load", "--version"], capture_output=True, text=True,
+                                timeout=10)
         else:
             cp = subprocess.run([which(peer) or peer, "-v"], capture_output=True, text=True,
                                 timeout=10)
@@ -298,6 +304,42 @@ def start_peer(procs: Procs, peer: str, tmp: Path, bport: int, o: argparse.Names
         status, body = http_get(port, LARGE_PATH, timeout=10, tls=bool(tls))
         if status != 200 or len(body) != LARGE_SIZE:
             raise RuntimeError(f"{peer}: GET {LARGE_PATH} gave {status}, {len(body)} bytes")
+    except BaseException:
+        procs.stop(p)
+        raise
+    return p, port
+
+
+# HTTP/2 listeners (issue 22; nginx 1.22 takes `http2` on `listen`, 1.25.1+ also
+# `http2 on;`): over TLS by ALPN, or cleartext with prior knowledge (h2c). haproxyd's
+# listeners offer h2 by default (`tls.alpn: [h2, http/1.1]`, `http2: true`).
+H2_NGINX_LISTEN = {"h2": " http2", "h2c": " http2"}
+H2_HAPROXY_BIND = {"h2": " alpn h2,http/1.1", "h2c": " proto h2"}
+
+
+def start_h2_peer(procs: Procs, peer: str, mode: str, tmp: Path, bport: int,
+                  o: argparse.Namespace, cpus: set[int] | None) -> tuple[Proc, int]:
+    """A proxy with one listener for `mode` (`h2`: TLS, `h2c`: cleartext), accepting."""
+    port = free_port()
+    log = str(tmp / f"{peer}-{mode}.log")
+    tls = o.h2_tls if mode == "h2" else None
+    if peer == "haproxyd":
+        conf = haproxyd_conf(tmp, port, bport, o.workers, o.idle_conns, tls)
+        p = procs.start(peer, [sys.executable, "-m", "haproxyd", "-c", str(conf)], log,
+                        cpus=cpus, cwd=str(REPO), env=_haproxyd_env())
+    elif peer == "nginx":
+        conf = nginx_proxy_conf(tmp, port, bport, o.workers, o.idle_conns, o.nofile, tls,
+                                H2_NGINX_LISTEN[mode])
+        p = procs.start(peer, [which("nginx"), "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
+                               "-c", str(conf)], log, cpus=cpus)
+    elif peer == "haproxy":
+        conf = haproxy_conf(tmp, port, bport, o.workers, o.idle_conns, o.nofile, tls,
+                            H2_HAPROXY_BIND[mode])
+        p = procs.start(peer, [which("haproxy"), "-db", "-f", str(conf)], log, cpus=cpus)
+    else:
+        raise ValueError(peer)
+    try:
+        wait_listening(port, p, timeout=30)
     except BaseException:
         procs.stop(p)
         raise
@@ -629,11 +671,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--serve-seconds", type=int, default=900, help="upper bound for --serve")
     ap.add_argument("--unpinned", action="store_true",
                     help="no taskset: every process may run on every core")
+    ap.add_argument("--h2", action="store_true",
+                    help="add the HTTP/2 rows: h2load against each proxy over TLS (ALPN h2) "
+                         "and cleartext prior knowledge (h2c); needs h2load (nghttp2-client)")
+    ap.add_argument("--h2-only", action="store_true",
+                    help="only the HTTP/2 rows (no wrk rows, no idle-connection rows)")
+    ap.add_argument("--h2-modes", default=",".join(h2bench.MODES),
+                    help="comma list of HTTP/2 modes for --h2 (h2,h2c)")
+    ap.add_argument("--h2-clients", type=int, default=50, help="h2load connections (-c)")
+    ap.add_argument("--h2-streams", type=int, default=10,
+                    help="h2load concurrent streams per connection (-m)")
     ap.add_argument("--scaling", action="store_true",
                     help="two runs, 1 then 2 workers each, both unpinned with 2 wrk threads and "
                          "no idle-connection rows; prints each proxy's scaling (2 ÷ 1)")
     o = ap.parse_args(argv)
     o.only = [p.strip() for p in o.only.split(",") if p.strip()]
+    o.h2 = o.h2 or o.h2_only
+    o.h2_modes = [m.strip() for m in o.h2_modes.split(",") if m.strip()]
+    if bad := [m for m in o.h2_modes if m not in h2bench.MODES]:
+        ap.error(f"unknown --h2-modes {bad}; choose from {','.join(h2bench.MODES)}")
+    o.h2_clients = max(1, min(o.h2_clients, 2000))
+    o.h2_streams = max(1, min(o.h2_streams, 1000))
+    if o.h2_only:
+        o.idle_conns = 0
     if o.serve:
         o.only = [o.serve]
     o.serve_seconds = max(1, min(o.serve_seconds, 3600))
@@ -721,8 +781,11 @@ def main(argv=None) -> int:
         print(f"note: RLIMIT_NOFILE hard limit is {o.nofile}; idle connections {o.idle_conns}"
               f" -> {new}", file=sys.stderr)
         o.idle_conns = new
-    for tool in ("nginx", "wrk"):
+    for tool in ("nginx", "wrk", *(("h2load",) if o.h2 else ())):
         if which(tool) is None:
+            if tool == "h2load":
+                print("error: --h2 needs h2load: apt-get install nghttp2-client", file=sys.stderr)
+                return 2
             print(f"error: {tool} is required (backend / load): apt-get install {tool}",
                   file=sys.stderr)
             return 2
@@ -756,19 +819,29 @@ def main(argv=None) -> int:
     failures: dict[str, str] = {}
     idle_failures: dict[str, str] = {}
     direct = None
-    versions = {p: version(p) for p in [*peers, "wrk"]}
+    h2 = None
+    versions = {p: version(p) for p in [*peers, "wrk", *(("h2load",) if o.h2 else ())]}
     if "nginx" not in versions:
         versions["nginx (backend)"] = version("nginx")
-    est = o.rounds * len(peers) * (o.warmup + 2 * o.duration + 3) + (
-        0 if o.no_direct else 2 * o.duration) + (len(peers) * 15 if o.idle_conns else 0)
+    wrk_rounds = 0 if o.h2_only else o.rounds
+    est = wrk_rounds * len(peers) * (o.warmup + 2 * o.duration + 3) + (
+        0 if o.no_direct or o.h2_only else 2 * o.duration) + (
+        len(peers) * 15 if o.idle_conns else 0) + (
+        o.rounds * len(peers) * len(o.h2_modes) * (o.warmup + o.duration + 4) if o.h2 else 0)
     print(f"# haproxyd benchmark — {time.strftime('%Y-%m-%d %H:%M:%S')}, "
           f"{platform.node()}, {os.cpu_count()} cores")
     print(f"peers: {', '.join(f'{p} ({versions[p]})' for p in peers)}; wrk: {versions['wrk']}")
     print(f"pinning: {pin_text}" + (f"; nice {o.nice}" if o.nice else ""))
     if not o.serve:
-        print(f"load: wrk -t{o.wrk_threads} -c{o.connections} -d{o.duration}s --latency, "
-              f"{o.rounds} round(s) alternating order, {o.warmup}s warm-up per proxy and round;"
-              f" about {est // 60}m{est % 60:02d}s\n", flush=True)
+        if not o.h2_only:
+            print(f"load: wrk -t{o.wrk_threads} -c{o.connections} -d{o.duration}s --latency, "
+                  f"{o.rounds} round(s) alternating order, {o.warmup}s warm-up per proxy and "
+                  f"round", flush=True)
+        print(f"about {est // 60}m{est % 60:02d}s", flush=True)
+        if o.h2:
+            print(f"HTTP/2: h2load -c{o.h2_clients} -m{o.h2_streams} -t1 -D{o.duration} "
+                  f"({versions['h2load']}), modes {','.join(o.h2_modes)}", flush=True)
+        print(flush=True)
     try:
         lua = tmp / "report.lua"
         lua.write_text(WRK_LUA)
@@ -791,12 +864,12 @@ def main(argv=None) -> int:
                 print(f"{o.serve} exited:\n{log_tail(p.log_path)}", file=sys.stderr)
                 return 1
             return 0
-        if not o.no_direct:
+        if not o.no_direct and not o.h2_only:
             direct = measure_load(backend, bport, o, load_cpus, str(lua), backend, load_cpus)
             print(f"  direct to backend: {direct['small']['req_s']:,.0f} req/s, "
                   f"{direct['large']['transfer_Bps'] / 2**20:,.0f} MiB/s", flush=True)
         n = 0
-        for rnd in range(o.rounds):
+        for rnd in range(wrk_rounds):
             order = peers if rnd % 2 == 0 else list(reversed(peers))
             for peer in order:
                 if peer in failures:
@@ -845,6 +918,12 @@ def main(argv=None) -> int:
                 finally:
                     if p is not None:
                         procs.stop(p)
+        if o.h2:
+            o.h2_tls = make_cert(tmp) if "h2" in o.h2_modes else None
+            h2 = h2bench.run_rows(
+                [p for p in peers if p not in failures], o,
+                lambda peer, mode: start_h2_peer(procs, peer, mode, tmp, bport, o, proxy_cpus),
+                procs.stop, load_cpus, tmp)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
@@ -862,10 +941,15 @@ def main(argv=None) -> int:
 
     s = summarize(results, rss, o.aggregate)
     what = "best of" if o.aggregate == "best" else "mean of"
-    print(f"\n## Summary ({what} {o.rounds} round(s) per proxy; RSS from the last round)\n")
-    print(table(s, peers, o.idle_conns, check=o.workers == 1 and not o.unpinned))
-    print("\n## Per round\n")
-    print(rounds_table(results, direct))
+    if not o.h2_only:
+        print(f"\n## Summary ({what} {o.rounds} round(s) per proxy; RSS from the last round)\n")
+        print(table(s, peers, o.idle_conns, check=o.workers == 1 and not o.unpinned))
+        print("\n## Per round\n")
+        print(rounds_table(results, direct))
+    if h2 is not None:
+        print(f"\n## HTTP/2 (best of {o.rounds} round(s) per proxy and mode)\n")
+        print(h2bench.table(h2, peers, f"-c{o.h2_clients} -m{o.h2_streams} -t1 -D{o.duration}, "
+                                       f"backend HTTP/1.1 keep-alive"))
     notes = [f"pinning: {pin_text}."]
     if direct and o.workers == 1:
         ceiling = direct["small"]["req_s"]
@@ -911,7 +995,7 @@ def main(argv=None) -> int:
             "cpus": os.cpu_count(), "args": {k: v for k, v in vars(o).items()},
             "pinning": pin_text, "versions": versions, "summary": s, "rounds": results,
             "idle": rss, "direct": direct, "failures": failures,
-            "idle_failures": idle_failures, "notes": notes,
+            "idle_failures": idle_failures, "notes": notes, "h2": h2,
         }, indent=2))
         print(f"\nwrote {o.json}")
     return 1 if failures else 0

@@ -16,6 +16,9 @@ Fixture API (all function-scoped unless said):
   So do the in-process tests of tests/balancer, tests/proxy and tests/tracing
   (helpers/forms.py).
   `backends` takes Backend/RawBackend objects or `{id, address}` dicts.
+- `grpc_backend(backend_id=None, tls=None, with_health=True)` -> `GrpcBackend`
+  (helpers/grpc_backend.py): a started grpcio server with the standard health service,
+  whose status the test flips, and the `test.Echo` service (unary, streaming both ways).
 - `tls_files` (session) -> `TLSFiles(ca, cert, key, client_context)` made by trustme.
 - `redis_procs` -> `RedisProcesses` (helpers/redis_server.py): redis-servers for this
   test, each on its own port, killable and restartable on it; `redis_port` -> the port
@@ -100,6 +103,28 @@ def raw_backend(backend_loop: BackendLoop) -> Iterator[Callable[..., RawBackend]
     def make(handler: RawHandler, backend_id: str | None = None) -> RawBackend:
         b = RawBackend(backend_loop, backend_id or f"raw{len(started) + 1}", handler).start()
         started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def grpc_backend() -> Iterator[Callable[..., Any]]:
+    # Imported here: grpcio starts threads, and only the tests that ask for it need them.
+    from helpers.grpc_backend import GrpcBackend
+
+    started: list[GrpcBackend] = []
+
+    def make(
+        backend_id: str | None = None,
+        *,
+        tls: tuple[bytes, bytes] | None = None,
+        with_health: bool = True,
+    ) -> GrpcBackend:
+        b = GrpcBackend(backend_id or f"g{len(started) + 1}", tls=tls, with_health=with_health)
+        started.append(b.start())
         return b
 
     yield make

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import ssl
 import struct
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -133,6 +134,17 @@ def clip(text: str | bytes, limit: int = MAX_REASON) -> str:
         text = text.decode("utf-8", "replace")
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def tls_context(*, verify: bool, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A client TLS context for a check's `tls`/`verify_tls` options (and ALPN)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
 
 
 async def close_writer(writer: Any, *, reset: bool = True) -> None:

@@ -3,6 +3,7 @@
 from haproxyd.health import (  # noqa: F401
     agent,
     database,
+    grpc,
     http,
     node,
     redis_check,

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import httptools
 
-from haproxyd.health.base import Check, CheckResult, clip, register
+from haproxyd.health.base import Check, CheckResult, clip, register, tls_context
 
 if TYPE_CHECKING:
     from haproxyd.balancer.state import Backend
@@ -248,11 +248,7 @@ class HttpCheck(Check):
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            context = ssl.create_default_context()
-            if not self.config.verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._ssl = context
+            self._ssl = tls_context(verify=self.config.verify_tls)
         return self._ssl
 
     async def _connect(self, host: str, port: int) -> _ProbeConnection:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCH))
 
 import _common  # noqa: E402
 import compare  # noqa: E402
+import h2bench  # noqa: E402
 import sweep  # noqa: E402
 
 from haproxyd.config.loader import load_config  # noqa: E402
@@ -226,3 +227,87 @@ def test_resumption_probe_sees_resumed_sessions(tmp_path: Path) -> None:
         t.join(10)
     assert res == {"connections": count, "resumed": count - 1, "protocol": "TLSv1.2",
                    "error": ""}
+
+
+# -- the HTTP/2 rows (bench/h2bench.py) ----------------------------------------------------
+
+H2LOAD_OK = """starting benchmark...
+spawning thread #0: 50 total client(s). Timing-based test with 0s of warm-up time and 3s of main duration for measurements.
+TLS Protocol: TLSv1.3
+Application protocol: h2
+finished in 3.00s, 22933.33 req/s, 1.02MB/s
+requests: 68800 total, 68800 started, 68800 done, 68790 succeeded, 10 failed, 10 errored, 0 timeout
+status codes: 68790 2xx, 0 3xx, 0 4xx, 3 5xx
+traffic: 3.05MB (3198000) total, 1.31MB (1376000) headers (space savings 90.50%), 403.12KB (412800) data
+"""  # noqa: E501
+
+H2LOAD_REFUSED = """Application protocol: h2c
+finished in 2.71ms, 0.00 req/s, 222.62KB/s
+requests: 20 total, 1 started, 0 done, 0 succeeded, 20 failed, 20 errored, 0 timeout
+status codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx
+"""
+
+
+def test_h2load_output_is_parsed() -> None:
+    r = h2bench.parse_h2load(H2LOAD_OK)
+    assert r["protocol"] == "h2" and r["req_s"] == pytest.approx(22933.33)
+    assert (r["total"], r["succeeded"], r["failed"], r["errored"]) == (68800, 68790, 10, 10)
+    assert r["status_2xx"] == 68790 and r["bytes"] == 3198000
+    assert r["errors"] == 10 + 10 + 3
+    assert h2bench.verdict("h2", r) is None
+
+
+def test_a_proxy_without_h2_gets_a_note_not_a_crash() -> None:
+    http1 = h2bench.parse_h2load(H2LOAD_OK.replace("protocol: h2", "protocol: http/1.1"))
+    assert h2bench.verdict("h2", http1) == "no h2 (ALPN chose http/1.1)"
+    none = h2bench.parse_h2load(H2LOAD_OK.replace("Application protocol: h2\n", ""))
+    assert h2bench.verdict("h2", none) == "no h2 (ALPN chose none)"
+    refused = h2bench.parse_h2load(H2LOAD_REFUSED)
+    assert h2bench.verdict("h2c", refused) == (
+        "no h2c (prior-knowledge preface refused: 0 of 20 requests answered)"
+    )
+
+
+def test_h2_table_has_ratios_the_check_and_the_notes() -> None:
+    run = {"req_s": 20000.0, "p50_ms": 10.0, "p99_ms": 30.0, "proxy_cpu_pct": 99.0,
+           "cpu_us_per_req": 49.5}
+    h2 = {
+        "results": {
+            "h2": {"haproxyd": [dict(run, req_s=6000.0)], "nginx": [run, dict(run, req_s=1.0)]},
+            "h2c": {"haproxyd": [], "nginx": [run]},
+        },
+        "notes": {"h2": {}, "h2c": {"haproxyd": "no h2c (prior-knowledge preface refused)"}},
+    }
+    text = h2bench.table(h2, ["haproxyd", "nginx"], "-c50 -m10")
+    assert "| h2: req/s | 6,000 | 20,000 | 0.30x | - | PASS |" in text
+    assert "| h2c: req/s | no h2c | 20,000 | - | - | - |" in text
+    assert "| h2: proxy CPU µs/req | 50 | 50 | 1.00x | - |  |" in text
+    assert "- haproxyd: no h2c (prior-knowledge preface refused) (h2c)" in text
+
+
+def test_h2load_log_gives_the_percentiles(tmp_path: Path) -> None:
+    log = tmp_path / "h2load.log"
+    log.write_text("".join(f"1700000000{i:06d}\t200\t{i * 1000}\n" for i in range(1, 101)))
+    lat = h2bench.log_latencies_ms(log)
+    assert _common.percentile(lat, 50) == 50.0 and _common.percentile(lat, 99) == 99.0
+    argv = h2bench.h2load_argv("https://127.0.0.1:1/", "h2", 5, 50, 10, 1, str(log))
+    assert argv[:5] == ["h2load", "-c50", "-m10", "-t1", "-D5"]
+    assert "--npn-list=h2,http/1.1" in argv and argv[-1] == "https://127.0.0.1:1/"
+
+
+def test_h2_listeners_of_the_peers(tmp_path: Path) -> None:
+    tls = {"cert": "c.pem", "key": "k.pem", "both": "b.pem"}
+    for mode, ssl_word in (("h2", " ssl"), ("h2c", "")):
+        nginx = compare.nginx_proxy_conf(
+            tmp_path, 8443, 8080, 1, 0, 20000, tls if ssl_word else None,
+            compare.H2_NGINX_LISTEN[mode],
+        ).read_text()
+        assert f"listen 127.0.0.1:8443 backlog=4096{ssl_word} http2;" in nginx
+    haproxy = compare.haproxy_conf(
+        tmp_path, 8443, 8080, 1, 0, 20000, tls, compare.H2_HAPROXY_BIND["h2"]
+    ).read_text()
+    assert "bind 127.0.0.1:8443 ssl crt b.pem alpn h2,http/1.1" in haproxy
+    haproxy = compare.haproxy_conf(
+        tmp_path, 8443, 8080, 1, 0, 20000, None, compare.H2_HAPROXY_BIND["h2c"]
+    ).read_text()
+    assert "bind 127.0.0.1:8443 proto h2" in haproxy

@@ -396,6 +396,7 @@ def test_health_check_union_covers_the_contract_types() -> None:
         "tcp",
         "database",
         "redis",
+        "grpc",
         "system_metrics",
         "custom_script",
         "disk_space",

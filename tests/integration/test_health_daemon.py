@@ -248,3 +248,27 @@ def wait_backend(d, backend_id: str, state: str) -> None:
         timeout=15,
         what=f"{backend_id} {state}",
     )
+
+
+def test_grpc_check_follows_the_health_service(grpc_backend, daemon):
+    # Two real grpcio servers as a pool's backends, probed with grpc.health.v1: the one
+    # whose status the test flips to NOT_SERVING leaves the selectable set (state down,
+    # the status named as the reason) while the other stays, and SERVING brings it back.
+    steady, flaky = grpc_backend("g-steady"), grpc_backend("g-flaky")
+    check = {**CHECK, "type": "grpc", "service": "test.Echo"}
+    del check["path"]
+    d = daemon([steady, flaky], extra={"pools": {"web": {"health_checks": [check]}}})
+    for b in (steady, flaky):
+        wait_until(lambda b=b: backend_state(d, b.id) == "up", timeout=10, what=f"{b.id} up")
+
+    flaky.set_health("test.Echo", "NOT_SERVING")
+    wait_until(lambda: backend_state(d, "g-flaky") == "down", timeout=5, what="g-flaky down")
+    checks = {c["backend"]: c for c in admin_json(d, "/api/v1/ha/health-checks")["checks"]}
+    assert checks["g-flaky"]["last_reason"] == "NOT_SERVING"
+    assert checks["g-flaky"]["type"] == "grpc"
+    assert backend_state(d, "g-steady") == "up"
+
+    flaky.set_health("test.Echo", "SERVING")
+    wait_until(lambda: backend_state(d, "g-flaky") == "up", timeout=5, what="g-flaky up again")
+    checks = {c["backend"]: c for c in admin_json(d, "/api/v1/ha/health-checks")["checks"]}
+    assert checks["g-flaky"]["last_reason"] == "SERVING"

@@ -186,6 +186,29 @@ class RedisCheck(CheckBase):
     port: _Port | None = Field(None, description="Probe this port instead of the backend's.")
 
 
+class GrpcCheck(CheckBase):
+    """A gRPC health check (grpc.health.v1 `Check`) over HTTP/2; passes on SERVING."""
+
+    type: Literal["grpc"] = Field(description="Check type.")
+    service: str = Field(
+        "",
+        description='Service name asked about; "" asks about the server as a whole.',
+    )
+    authority: str | None = Field(
+        None, description=":authority of the call (default: the backend address)."
+    )
+    tls: bool = Field(False, description="Probe over TLS (h2 by ALPN) instead of cleartext h2c.")
+    verify_tls: bool = Field(True, description="Verify the backend's certificate.")
+    port: _Port | None = Field(None, description="Probe this port instead of the backend's.")
+
+    @field_validator("authority")
+    @classmethod
+    def _authority(cls, value: str | None) -> str | None:
+        if value is not None:
+            _head_value("authority", value)
+        return value
+
+
 class SystemMetricsCheck(CheckBase):
     """Load reported by an agent on the target (or this host in node_checks)."""
 
@@ -237,6 +260,7 @@ HealthCheckConfig = Annotated[
     | TcpCheck
     | DatabaseCheck
     | RedisCheck
+    | GrpcCheck
     | SystemMetricsCheck
     | CustomScriptCheck
     | DiskSpaceCheck
