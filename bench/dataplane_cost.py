@@ -19,6 +19,12 @@ count and time; every process is stopped by PID.
     python3 bench/dataplane_cost.py [--requests 4000] [--connections 8] [--top 15]
     python3 bench/dataplane_cost.py --new-connections   # a connection per request
     python3 bench/dataplane_cost.py --tracing 0.01      # tracing on, 1 % sampled
+    python3 bench/dataplane_cost.py --tls-resume        # a resumed TLS handshake each
+    python3 bench/dataplane_cost.py --tls-resume --proxy nginx   # the same, for a peer
+
+`--proxy nginx|haproxy` counts a peer the same way (compare.py's config, one process:
+nginx with `master_process off`), so a per-request figure can be set against nginx's
+or HAProxy's own, instruction for instruction, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -35,8 +41,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPBACK, OtlpSink, Procs, free_port, raise_nofile, wait_http, which
-from compare import REPO, _haproxyd_env, backend_conf, haproxyd_conf
+from _common import (
+    LOOPBACK,
+    OtlpSink,
+    Procs,
+    _client_tls,
+    free_port,
+    raise_nofile,
+    wait_http,
+    which,
+)
+from compare import (
+    REPO,
+    _haproxyd_env,
+    backend_conf,
+    haproxy_conf,
+    haproxyd_conf,
+    make_cert,
+    nginx_proxy_conf,
+)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: dataplane-cost\r\n\r\n"
 CLOSING_REQUEST = REQUEST[:-2] + b"Connection: close\r\n\r\n"
@@ -60,6 +83,32 @@ def drive_new_connections(port: int, requests: int, timeout: float) -> int:
                 data += chunk
             done += data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n")
     return done
+
+
+def drive_tls_resumed(port: int, requests: int, timeout: float) -> tuple[int, int]:
+    """`requests` GETs over TLS, each on a connection of its own that offers the
+    previous connection's session (TLS 1.3 tickets, as wrk does on its reconnects), the
+    response read whole so that the connection's tickets have arrived. Returns (answered
+    200, resumed handshakes)."""
+    ctx = _client_tls()
+    session = None
+    done = resumed = 0
+    deadline = time.monotonic() + timeout
+    for _ in range(requests):
+        if time.monotonic() > deadline:
+            break
+        with (
+            socket.create_connection((LOOPBACK, port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, session=session) as sock,
+        ):
+            sock.sendall(CLOSING_REQUEST)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            done += data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n")
+            resumed += sock.session_reused
+            session = sock.session
+    return done, resumed
 
 
 def drive(port: int, requests: int, connections: int, timeout: float) -> int:
@@ -141,6 +190,17 @@ def main() -> int:
         help="each request on a new client connection (the connection-setup path)",
     )
     parser.add_argument(
+        "--tls-resume",
+        action="store_true",
+        help="each request on a new TLS connection resuming the previous one's session",
+    )
+    parser.add_argument(
+        "--proxy",
+        choices=("haproxyd", "nginx", "haproxy"),
+        default="haproxyd",
+        help="which proxy to count (the peers with compare.py's configs)",
+    )
+    parser.add_argument(
         "--tracing",
         type=float,
         metavar="RATIO",
@@ -177,35 +237,54 @@ def main() -> int:
         )
         wait_http(bport, backend)
         port = free_port()
-        conf = haproxyd_conf(tmp, port, bport, 1, 0)
-        if sink is not None:
-            # Spans go to a collector that accepts them (OtlpSink): their export,
-            # encoding and posting in the exporter's thread, is part of the count.
-            with conf.open("a") as f:
-                f.write(
-                    f"tracing: {{enabled: true, sample_ratio: {args.tracing}, "
-                    f"endpoint: '{sink.endpoint}'}}\n"
-                )
+        tls = make_cert(tmp) if args.tls_resume else None
         out = tmp / "callgrind.out"
-        daemon = procs.start(
-            "haproxyd",
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-m",
-                "haproxyd",
+        grind = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+        ]
+        if args.proxy == "haproxyd":
+            conf = haproxyd_conf(tmp, port, bport, 1, 0, tls)
+            if sink is not None:
+                # Spans go to a collector that accepts them (OtlpSink): their export,
+                # encoding and posting in the exporter's thread, is part of the count.
+                with conf.open("a") as f:
+                    f.write(
+                        f"tracing: {{enabled: true, sample_ratio: {args.tracing}, "
+                        f"endpoint: '{sink.endpoint}'}}\n"
+                    )
+            command = [sys.executable, "-m", "haproxyd", "-c", str(conf)]
+        elif args.proxy == "nginx":
+            conf = nginx_proxy_conf(tmp, port, bport, 1, 64, 4096, tls)
+            # One process, so that callgrind counts the one that serves.
+            conf.write_text(conf.read_text().replace("master_process on;", "master_process off;"))
+            command = [
+                which("nginx"),
+                "-p",
+                str(tmp),
+                "-e",
+                str(tmp / "nginx-error.log"),
                 "-c",
                 str(conf),
-            ],
-            str(tmp / "haproxyd.log"),
+            ]
+        else:
+            conf = haproxy_conf(tmp, port, bport, 1, 64, 4096, tls)
+            command = [which("haproxy"), "-db", "-f", str(conf)]
+        daemon = procs.start(
+            args.proxy,
+            grind + command,
+            str(tmp / "proxy.log"),
             cwd=str(REPO),
             env=_haproxyd_env(),
         )
-        wait_http(port, daemon, timeout=300)  # Python starts slowly under valgrind
-        drive(port, 200, connections, 300)  # warm: pooled upstream connections, caches
+        wait_http(port, daemon, timeout=300, tls=bool(tls))  # slow start under valgrind
+        resumed = None
+        if tls:  # warm: the session cache, the ticket keys, pooled upstream connections
+            drive_tls_resumed(port, 50, 300)
+        else:
+            drive(port, 200, connections, 300)  # warm: pooled upstream connections, caches
         if sink is not None:
             # The exporter's first batch imports the protobuf encoder and opens its
             # session (millions of instructions, once): before the count, not in it.
@@ -217,7 +296,9 @@ def main() -> int:
                 time.sleep(0.1)
         control(daemon.popen.pid, "-i", "on")
         began = time.monotonic()
-        if args.new_connections:
+        if tls:
+            ok, resumed = drive_tls_resumed(port, requests, 600)
+        elif args.new_connections:
             ok = drive_new_connections(port, requests, 600)
         else:
             ok = drive(port, requests, connections, 600)
@@ -237,8 +318,16 @@ def main() -> int:
         total = totals(dump)
         if args.keep_dump:
             shutil.copyfile(dump, args.keep_dump)
-        over = "new connections" if args.new_connections else f"{connections} connections"
-        print(f"{ok}/{requests} requests answered 200 over {over} ({seconds:.0f} s under valgrind)")
+        if tls:
+            over = f"new TLS connections, {resumed} resumed"
+        elif args.new_connections:
+            over = "new connections"
+        else:
+            over = f"{connections} connections"
+        print(
+            f"{args.proxy}: {ok}/{requests} requests answered 200 over {over} "
+            f"({seconds:.0f} s under valgrind)"
+        )
         print(f"instructions per request: {total / max(ok, 1):,.0f} (user space of the proxy)")
         if sink is not None:
             print(f"spans exported: {sink.requests} requests, {sink.bytes:,} bytes")
