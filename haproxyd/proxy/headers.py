@@ -311,9 +311,18 @@ def forwarded_block(xff: bytes, proto: bytes, via: bytes) -> bytes:
     """The forwarding headers of a backend's head, up to the request id's value. For a
     request with no X-Forwarded-For or Via of its own it is the same for every request
     of a client connection, which builds it once (`ClientProtocol._forwarded`)."""
-    return (
-        b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto
-        + b"\r\nVia: " + via + b"\r\nX-Request-ID: "
+    # One join, not six concatenations (each a new bytes object): it runs for every new
+    # client connection, and the adds were 5 % of a new connection's instructions.
+    return b"".join(
+        (
+            b"X-Forwarded-For: ",
+            xff,
+            b"\r\nX-Forwarded-Proto: ",
+            proto,
+            b"\r\nVia: ",
+            via,
+            b"\r\nX-Request-ID: ",
+        )
     )
 
 
