@@ -89,7 +89,11 @@ class UpstreamConnection:
     def __init__(self, owner: BackendConnections) -> None:
         self.owner = owner  # the keep-alive pool of its backend
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # llhttp's parser, made when a response first needs it (see data_received): the
+        # scanner reads canonical responses without it, and each one holds about 450
+        # bytes (the parser object, llhttp's state and settings) for as long as the
+        # connection lives, so one per request in flight.
+        self.parser = None
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
         self.requests = 0  # requests sent on this connection
@@ -132,8 +136,11 @@ class UpstreamConnection:
                 self._scanned_response(exchange, head)
                 return
         self._in_message = True  # llhttp reads this response (on_message_complete ends it)
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpResponseParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
             if self.exchange is exchange:
                 # Still in flight (an exchange that ended has its next deadline).
                 exchange.on_read_end()
@@ -288,9 +295,10 @@ class UpstreamConnection:
         self.transport.write(head)
 
     def finish_head_response(self) -> None:
-        """The response to a HEAD request ended with its headers: start a new parser,
-        since llhttp cannot be told, through httptools, that no body follows."""
-        self.parser = httptools.HttpResponseParser(self)
+        """The response to a HEAD request ended with its headers: the next response
+        gets a new parser, since llhttp cannot be told, through httptools, that no body
+        follows."""
+        self.parser = None
         self._next_message()
 
     def keep_alive(self) -> bool:
