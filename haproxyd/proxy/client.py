@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
@@ -121,7 +120,7 @@ class ClientProtocol(ClientSide):
         # cleartext when the connection opens with the preface (h2c, prior knowledge).
         self._http2 = http2
         self._preface = b""  # the first bytes, while they may still be the preface
-        self.clock = runtime.loop.time  # the loop's clock: read several times per request
+        self.clock = runtime.clock  # the loop's clock: read several times per request
         self.proto = b"https" if tls else b"http"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         # llhttp's parser, made when a request first needs it: building one looks up
@@ -132,7 +131,8 @@ class ClientProtocol(ClientSide):
         self.peer_ip_bytes = b""
         self._forwarded = b""  # see headers.forwarded_block
         self.closed = False
-        self.queue: deque[Exchange] = deque()
+        # A list: a deque allocates 64 slots up front (760 bytes) for one exchange.
+        self.queue: list[Exchange] = []
         self.current: Exchange | None = None  # the exchange being parsed
         self.deadline = 0.0
         self.timeout_kind = T_HEADER
@@ -579,7 +579,7 @@ class ClientProtocol(ClientSide):
     def exchange_done(self, exchange: Exchange) -> None:
         queue = self.queue
         if queue and queue[0] is exchange:
-            queue.popleft()
+            del queue[0]
         ended = exchange.ended
         if not ended:
             ended = exchange.ended = self.clock()
@@ -632,7 +632,7 @@ class ClientProtocol(ClientSide):
     def start_tunnel(self, conn: UpstreamConnection, exchange: Exchange, rest: bytes) -> None:
         queue = self.queue
         if queue and queue[0] is exchange:
-            queue.popleft()
+            del queue[0]
         self._report(exchange)
         transport = conn.transport
         assert transport is not None

@@ -71,6 +71,9 @@ class Route:
 class ProxyRuntime(ProxyRuntimeBase):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # One bound method for every client connection (`loop.time` makes a new one
+        # each time it is read).
+        self.clock = loop.time
         self.cfg: Config = None  # type: ignore[assignment]
         # The settings the data plane reads per request, as plain attributes (set by
         # `apply`; declared by ProxyRuntimeBase): each step into a pydantic model goes
