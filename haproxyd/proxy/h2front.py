@@ -316,12 +316,11 @@ class StreamClient(ClientSide):
 
     def send_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]] | None) -> None:
         out = exchange.out
-        if out:
-            exchange.out = []
-            self.writelines(out)
+        exchange.out = []
         if trailers:
             trailers = [(n.lower(), v) for n, v in trailers if trailer_allowed(n)]
-        self.writer.send_end(trailers or None)
+        data = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
+        self.writer.send_end(trailers or None, data)
 
     def send_error(self, exchange: Exchange, status: int, reason: str) -> None:
         self._send_plain(status, self._ids(exchange), reason)

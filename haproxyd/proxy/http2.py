@@ -63,6 +63,7 @@ from haproxyd.proxy.h2convert import (
     trailers_from_h2,
 )
 from haproxyd.proxy.h2limits import FrameGuard, Http2Limits
+from haproxyd.proxy.hpack_literal import LiteralEncoder
 
 log = logging.getLogger("haproxyd.proxy.http2")
 
@@ -169,11 +170,14 @@ class H2Stream:
             return False
         return not self.closed
 
-    def send_end(self, trailers: Fields | None = None) -> None:
+    def send_end(self, trailers: Fields | None = None, data: bytes = b"") -> None:
         """The response is complete, with optional trailers, sent once the buffered body
-        has gone out."""
+        has gone out; `data`: its last body bytes (they and the end share a frame)."""
         if self.closed or self.local_ended or self.end_pending is not None:
             return
+        if data:
+            self.pending.append(data)
+            self.pending_bytes += len(data)
         self.end_pending = trailers if trailers else True
         self.session.flush(self)
 
@@ -229,6 +233,7 @@ class Http2Session:
                 normalize_outbound_headers=False,
             )
         )
+        self.conn.encoder = LiteralEncoder()  # static table only (hpack_literal.py)
         self.guard = FrameGuard(limits, clock)
         self.streams: dict[int, H2Stream] = {}
         self.transport: asyncio.Transport | None = None
@@ -424,6 +429,13 @@ class Http2Session:
                 chunk = pending[0]
                 if len(chunk) <= window:
                     pending.popleft()
+                    if not pending and stream.end_pending is True:
+                        # The last bytes and the end in one DATA frame.
+                        conn.send_data(stream_id, chunk, end_stream=True)
+                        sent += len(chunk)
+                        stream.end_pending = None
+                        stream.local_ended = True
+                        break
                 else:
                     # A view, so that a large body is cut into frames without copying
                     # the rest of it once per frame.
@@ -442,7 +454,10 @@ class Http2Session:
             return
         stream.pending_bytes -= sent
         self._unwritten += sent
-        if pending:
+        if stream.local_ended:
+            stream.stall_since = 0.0
+            self.stream_done(stream)
+        elif pending:
             if sent or not stream.stall_since:
                 stream.stall_since = self.clock()
                 self._stall_deadline(stream.stall_since)
