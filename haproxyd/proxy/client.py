@@ -30,15 +30,12 @@ from haproxyd.proxy.clientside import ClientSide
 from haproxyd.proxy.errors import error_response
 from haproxyd.proxy.exchange import Exchange
 from haproxyd.proxy.flow import (
-    LINGER_SECONDS,
     PAUSE_HELD,
     PAUSE_PIPELINE,
-    PAUSE_REJECTED,
     PAUSE_UPSTREAM_FULL,
     PAUSE_WAITING,
     T_HEADER,
     T_IDLE,
-    T_LINGER,
     T_QUEUE,
     T_RESPONSE,
     T_TUNNEL,
@@ -57,6 +54,7 @@ from haproxyd.proxy.headers import (
     request_kind,
     request_kind_cached,
 )
+from haproxyd.proxy.refusal import linger, reject, send_rejection
 from haproxyd.proxy.request import plain_request, request_basics, special_request
 from haproxyd.proxy.requestline import (
     PLACEHOLDER,
@@ -211,7 +209,7 @@ class ClientProtocol(ClientSide):
             # needle as an int, a TypeError raised and swallowed per call.)
             if data and (data[0] == 13 or data[0] == 10) and line_start(data, 0) < 0:
                 # llhttp skips a bare CR before a request line; RFC 9112 §2.2 does not.
-                self._reject(400, "bare CR or LF before the request line")
+                reject(self, 400, "bare CR or LF before the request line")
                 return
         self._begun = self.requests
         again: bytes | None = None  # an extension method's request, to parse anew
@@ -227,7 +225,7 @@ class ClientProtocol(ClientSide):
             # httptools wraps what a callback raised; its own status wins (413, 431...).
             cause = exc.__context__
             if isinstance(cause, BadRequest):
-                self._reject(cause.status, cause.reason)
+                reject(self, cause.status, cause.reason)
                 return
             again = self._parse_failed(data, exc)
             if again is None:
@@ -248,7 +246,7 @@ class ClientProtocol(ClientSide):
             if partial_head:
                 self._head_raw += len(data)
                 if self._head_raw > self.runtime.max_header_bytes:
-                    self._reject(431, "request header fields too large")
+                    reject(self, 431, "request header fields too large")
                     return
             if self.timeout_kind == T_IDLE:
                 self.set_deadline(T_HEADER)
@@ -272,9 +270,9 @@ class ClientProtocol(ClientSide):
                 self._method = method  # put back by on_headers_complete
                 return PLACEHOLDER + data[start + len(method) :]
         elif self.current is not None and unsupported_version(data):
-            self._reject(505, "HTTP version not supported")
+            reject(self, 505, "HTTP version not supported")
             return None
-        self._reject(400, str(exc) or "malformed request")
+        reject(self, 400, str(exc) or "malformed request")
         return None
 
     def _scan_requests(self, data: bytes) -> bytes:
@@ -310,7 +308,7 @@ class ClientProtocol(ClientSide):
     def _on_upgrade_request(self, data: bytes, exc: httptools.HttpParserUpgrade) -> None:
         current = self.queue[-1] if self.queue else None
         if current is None or not current.ready:
-            self._reject(400, "malformed upgrade request")
+            reject(self, 400, "malformed upgrade request")
             return
         # (CONNECT, which llhttp also reads as an upgrade, was refused with its head.)
         # An upgrade request is an ordinary request until its backend answers 101 (RFC
@@ -559,7 +557,7 @@ class ClientProtocol(ClientSide):
         if kind in (T_QUEUE, T_RESPONSE) and queue and queue[0].on_deadline(kind):
             return
         if kind == T_HEADER and self.current is not None and self._header_bytes:
-            self._reject(408, "request header timeout")
+            reject(self, 408, "request header timeout")
             return
         self.close()
 
@@ -590,10 +588,10 @@ class ClientProtocol(ClientSide):
             if exchange.request_complete:
                 self.close()
             else:
-                self.linger()  # the client may still be sending the body
+                linger(self)  # the client may still be sending the body
             return
         if self._rejection is not None and not queue:
-            self._send_rejection(*self._rejection)
+            send_rejection(self, *self._rejection)
             return
         if self._paused:
             self.resume_reading_for(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
@@ -648,67 +646,6 @@ class ClientProtocol(ClientSide):
             self.transport.write(rest)
         self._paused = 0
         self.transport.resume_reading()
-
-    def _reject(self, status: int, reason: str) -> None:
-        """A malformed request: make sure none of it reaches a backend, answer the
-        complete requests before it in order, then the error, then close."""
-        if log.isEnabledFor(logging.INFO):
-            log.info("rejected request from %s: %d %s", self.peer_ip, status, reason)
-        queue = self.queue
-        current = self.current
-        # The client's X-Request-ID, when the bad request's head got that far.
-        request_id = current.request_id if current is not None else b""
-        self.current = None
-        if queue and not queue[-1].request_complete:
-            # The bad bytes are in this request's body (a bad chunk): if it is already
-            # streaming to a backend, cut that connection so it never sees a complete,
-            # reinterpreted request.
-            bad = queue.pop()
-            if bad.conn is not None:
-                bad.cut_backend()
-                bad._finish_backend(ok=False)
-            if bad.response_started:
-                self.abort()  # its response began: a cut is the only signal left
-                return
-        if queue and not self.closed:
-            # Complete requests before the bad bytes: each gets its answer first (a
-            # retried POST dropped here would run twice), then the error (RFC 9112 §9.3.2).
-            self._rejection = (status, reason, request_id)
-            self.pause_reading_for(PAUSE_REJECTED)
-            self._dispatch_head()
-            return
-        self._send_rejection(status, reason, request_id)
-
-    def _send_rejection(self, status: int, reason: str, request_id: bytes) -> None:
-        """The error answer to a malformed request, once nothing is before it."""
-        self._rejection = None
-        if not self.closed:
-            request_id = request_id or self.runtime.request_ids.next()
-            self.transport.write(error_response(status, request_id, reason, close=True))
-            self.runtime.count_rejected(status)
-        self.queue.clear()
-        self.linger()
-
-    def linger(self) -> None:
-        """Close after an error answer so that the client can read it: half-close, then
-        read and discard what it still sends (the rest of a refused body, say) until it
-        closes or LINGER_SECONDS pass. A plain close with unread bytes would send a
-        reset, and the client's stack would drop the answer unread (nginx's
-        lingering_close, HAProxy's lingering)."""
-        if self.closed:
-            return
-        transport = self.transport
-        if not transport.can_write_eof():  # TLS: no half-close
-            self.close()
-            return
-        self._discarding = True
-        self.queue.clear()
-        self.current = None
-        transport.write_eof()  # after what is buffered
-        self.timeout_kind = T_LINGER
-        self.deadline = self.clock() + LINGER_SECONDS
-        self._paused = 0
-        transport.resume_reading()
 
     def close(self) -> None:
         if not self.closed:

@@ -220,7 +220,7 @@ class StreamClient(ClientSide):
         exchange.dispatch()
 
     def _refuse(self, status: int, reason: str) -> None:
-        """A request the proxy will not forward (the HTTP/1.1 side's `_reject`): nothing
+        """A request the proxy will not forward (the HTTP/1.1 side's `refusal.reject`): nothing
         of it reaches a backend, and it is answered with `status` on its stream."""
         if log.isEnabledFor(logging.INFO):
             log.info("rejected http2 request from %s: %d %s", self.peer_ip, status, reason)
