@@ -30,6 +30,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from haproxyd import __version__
 from haproxyd.balancer.state import BackendState
@@ -84,6 +85,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     "sum": s["sum"],
                     "count": s["count"],
                     "backend_5xx": s["backend_5xx"],
+                    "exemplars": list(s.get("exemplars") or [None] * len(s["buckets"])),
                 }
                 continue
             for field in ("codes", "codes_h2"):
@@ -93,6 +95,10 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             into["sum"] += s["sum"]
             into["count"] += s["count"]
             into["backend_5xx"] += s["backend_5xx"]
+            # An exemplar is one example, not a sum: any process's will do.
+            for i, exemplar in enumerate(s.get("exemplars") or ()):
+                if exemplar is not None:
+                    into["exemplars"][i] = exemplar
     return {
         "version": SNAPSHOT_VERSION,
         "bounds": bounds if bounds is not None else list(BUCKETS),
@@ -154,6 +160,14 @@ class HaproxydCollector(Collector):
         yield from _process_families(state.host)
 
 
+def _exemplar(exemplar: list[Any] | None) -> tuple[Exemplar, ...]:
+    """A bucket's exemplar (a sampled traced request's trace id and duration), shown in
+    the OpenMetrics exposition only; none: an empty tuple."""
+    if exemplar is None:
+        return ()
+    return (Exemplar({"trace_id": exemplar[0]}, exemplar[1]),)
+
+
 # A series' status counts by the client's protocol: (snapshot field, `protocol` label).
 _PROTOCOL_CODES = (("codes", "http1"), ("codes_h2", "http2"))
 
@@ -180,11 +194,12 @@ def _request_families(snap: dict[str, Any]) -> Iterator[Metric]:
                 requests.add_metric([*labels, code, protocol], n)
         if s["count"]:
             cumulative = 0
-            buckets = []
-            for bound, count in zip(bounds, s["buckets"], strict=False):
+            buckets: list[Any] = []
+            exemplars = s.get("exemplars") or [None] * len(s["buckets"])
+            for bound, count, exemplar in zip(bounds, s["buckets"], exemplars, strict=False):
                 cumulative += count
-                buckets.append((_le(bound), cumulative))
-            buckets.append(("+Inf", s["count"]))
+                buckets.append((_le(bound), cumulative, *_exemplar(exemplar)))
+            buckets.append(("+Inf", s["count"], *_exemplar(exemplars[-1])))
             duration.add_metric(labels, buckets, s["sum"])
     yield requests
     yield duration

@@ -11,6 +11,7 @@ cdef class Series:
     cdef public double sum
     cdef public long long count
     cdef public long long backend_5xx
+    cdef public list exemplars
 
 cdef class RequestStats:
     cdef public object _clock
@@ -20,7 +21,7 @@ cdef class RequestStats:
 
     @cython.locals(
         series=Series, codes=dict, status=int, start=double, elapsed=double,
-        bounds=tuple, n=Py_ssize_t, i=Py_ssize_t, bound=double,
+        bounds=tuple, n=Py_ssize_t, i=Py_ssize_t, bound=double, trace=tuple,
     )
     cpdef observe(self, Exchange exchange)
     cpdef Series _series_of(self, Exchange exchange)

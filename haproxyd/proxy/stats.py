@@ -54,12 +54,15 @@ class Series:
     """Counters of one (pool, backend). `backend` is "" for requests that never got a
     backend (503 no backend available); pool "" for requests that matched no route."""
 
-    __slots__ = ("backend_5xx", "buckets", "codes", "codes_h2", "count", "sum")
+    __slots__ = ("backend_5xx", "buckets", "codes", "codes_h2", "count", "exemplars", "sum")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}  # final status sent to the client -> count
         self.codes_h2: dict[int, int] = {}  # the same, of requests that came over HTTP/2
         self.buckets = [0] * (len(BUCKETS) + 1)  # non-cumulative; the last is +Inf
+        # Per bucket, the last sampled traced request that fell in it: (trace id, its
+        # duration), or None. OpenMetrics exemplars: a latency panel links to a trace.
+        self.exemplars: list[tuple[bytes, float] | None] = [None] * (len(BUCKETS) + 1)
         self.sum = 0.0
         self.count = 0  # observations in the histogram (dispatched requests)
         self.backend_5xx = 0  # 5xx answered by the backend itself (not the proxy's own)
@@ -107,6 +110,9 @@ class RequestStats:
             series.buckets[i] += 1
             series.sum += elapsed
             series.count += 1
+            trace = exchange.trace
+            if trace is not None and trace[3]:  # tracing on, and this request sampled
+                series.exemplars[i] = (trace[0], elapsed)
 
     def _series_of(self, exchange: Exchange) -> Series:
         pool = exchange.pool
@@ -141,6 +147,9 @@ class RequestStats:
                     "sum": s.sum,
                     "count": s.count,
                     "backend_5xx": s.backend_5xx,
+                    "exemplars": [
+                        None if e is None else [e[0].decode(), e[1]] for e in s.exemplars
+                    ],
                 }
             )
         return {

@@ -147,6 +147,27 @@ def test_observe_indexes_by_object_and_reads_the_end_time():
     assert stats.series[("web", "a")] is not s and stats.series[("web", "a")].count == 1
 
 
+def test_exemplars_keep_the_last_sampled_trace_per_bucket_and_survive_the_merge():
+    one = RequestStats(lambda: 1.0)
+    two = RequestStats(lambda: 1.0)
+    sampled = _exchange("web", "a", 200, 0.999)  # 1 ms: the second bucket
+    sampled.trace = (b"a" * 32, b"b" * 16, None, True)
+    unsampled = _exchange("web", "a", 200, 0.999)
+    unsampled.trace = (b"c" * 32, b"d" * 16, None, False)
+    one.observe(sampled)
+    one.observe(unsampled)  # not sampled: no exemplar, the sampled one stays
+    two.observe(_exchange("web", "a", 200, 0.5))  # tracing off: none
+    exemplars = one.series[("web", "a")].exemplars
+    index = next(i for i, e in enumerate(exemplars) if e is not None)
+    assert exemplars[index] == (b"a" * 32, pytest.approx(0.001))
+    assert sum(e is not None for e in exemplars) == 1
+    for order in ([one, two], [two, one]):
+        merged = merge([json.loads(json.dumps(s.snapshot())) for s in order])
+        (series,) = merged["series"]
+        assert series["exemplars"][index] == ["a" * 32, pytest.approx(0.001)]
+        assert sum(e is not None for e in series["exemplars"]) == 1
+
+
 def test_merge_sums_worker_snapshots():
     one = RequestStats(lambda: 1.0)
     two = RequestStats(lambda: 1.0)

@@ -7,6 +7,7 @@ count `traceparent` lines in the bytes, not in a parser's view of them."""
 from __future__ import annotations
 
 import re
+import urllib.request
 
 import pytest
 from helpers.backends import RawReply
@@ -145,3 +146,36 @@ def test_echo_trace_id_is_off_by_default(raw_backend, daemon):
     with d.conn() as c:
         r = c.request("GET", "/t")
     assert r.status == 200 and r.header("X-Trace-ID") is None
+
+
+def _openmetrics(d) -> str:
+    request = urllib.request.Request(
+        f"http://{d.config['admin']['address']}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+
+EXEMPLAR = re.compile(
+    r'^haproxyd_request_duration_seconds_bucket\{[^}]*\} \S+ # \{trace_id="([0-9a-f]{32})"\} '
+    r"(\S+)",
+    re.M,
+)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_latency_buckets_carry_a_sampled_requests_trace_as_exemplar(raw_backend, daemon, enabled):
+    """Grafana's latency panel links a bucket to a trace (issue 23 item 5): each bucket's
+    OpenMetrics exemplar is the trace id of a sampled request that fell in it."""
+    recs, d = _send(raw_backend, daemon, [[], [], []], enabled=enabled)
+    logged = {e["trace_id"]: e["total_time"] for e in d.access_log(3)}
+    found = EXEMPLAR.findall(_openmetrics(d))
+    if not enabled:
+        assert found == []
+        return
+    assert found, "no exemplar in the OpenMetrics exposition"
+    for trace_id, value in found:
+        assert trace_id in logged, (trace_id, logged)
+        assert float(value) <= 60
+    assert {t for t, _ in found} <= {_traceparents(rec.raw)[0][0] for rec in recs}
