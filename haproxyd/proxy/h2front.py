@@ -115,7 +115,7 @@ def _response_fields(
     """The response head's fields for HTTP/2, and whether its body ends only when the
     backend closes (no Content-Length, not chunked). `parts` are the HTTP/1.1 lines the
     upstream read: `Name: value` and CRLF each, from index 1 (one joined block when the
-    scanner read the head)."""
+    scanner read the head); `extra` the fields naming the request (`StreamClient._ids`)."""
     fields: Fields = []
     for line in b"".join(parts[1:]).split(CRLF):
         if line:
