@@ -157,7 +157,7 @@ class HaproxydCollector(Collector):
         yield from _config_families(state.host)
         yield from _cluster_families(state)
         yield from _tracing_families(state)
-        yield from _process_families(state.host)
+        yield from _process_families(state)
 
 
 def _exemplar(exemplar: list[Any] | None) -> tuple[Exemplar, ...]:
@@ -377,8 +377,11 @@ def _tracing_families(state: AdminState) -> Iterator[Metric]:
     yield dropped
 
 
-def _process_families(daemon: AdminHost) -> Iterator[Metric]:
-    """This process's data plane (refused requests, client connections) and build."""
+def _process_families(state: AdminState) -> Iterator[Metric]:
+    """The data plane's refused requests and client connections, summed over this
+    process and its workers (their last reports, and those of workers gone: counters
+    never go down), and the build."""
+    daemon = state.host
     runtime = daemon.runtime
     if runtime is not None:
         rejected = CounterMetricFamily(
@@ -386,13 +389,20 @@ def _process_families(daemon: AdminHost) -> Iterator[Metric]:
             "Malformed requests the proxy answered itself, by status.",
             labels=["code"],
         )
-        for code, n in sorted(runtime.rejected.items()):
+        totals: dict[int, int] = {}
+        sources = [runtime.rejected]
+        if daemon.workers is not None:
+            sources += [s.get("rejected", {}) for s in daemon.workers.snapshots()]
+        for source in sources:
+            for code, n in source.items():  # (a worker's keys came through JSON: str)
+                totals[int(code)] = totals.get(int(code), 0) + n
+        for code, n in sorted(totals.items()):
             rejected.add_metric([str(code)], n)
         yield rejected
         yield GaugeMetricFamily(
             "haproxyd_client_connections",
             "Open client connections.",
-            value=len(runtime.connections),
+            value=state.client_connections(),
         )
     yield GaugeMetricFamily(
         "haproxyd_start_time_seconds",

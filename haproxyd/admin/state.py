@@ -135,7 +135,7 @@ class AdminState:
             "reloads": dict(self.host.reloads),
             "last_reload": dict(self.host.last_reload),
             "workers": self._workers_view(),
-            "connections": self._connections(),
+            "connections": self.client_connections(),
             "pools": pools,
         }
 
@@ -151,7 +151,8 @@ class AdminState:
             "restarts": workers.restarts,
         }
 
-    def _connections(self) -> int:
+    def client_connections(self) -> int:
+        """Open client connections, this process's and its workers' (last reports)."""
         runtime = self.host.runtime
         count = len(runtime.connections) if runtime is not None else 0
         if self.host.workers is not None:

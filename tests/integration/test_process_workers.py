@@ -21,6 +21,7 @@ from helpers.process import (
     admin_call,
     admin_json,
     connection_owners,
+    metrics_text,
     total_requests,
     wait_status,
     wait_workers,
@@ -228,3 +229,39 @@ def test_backend_figures_and_drain_wait_count_every_worker(backend, daemon):
     finally:
         for conn in conns:
             conn.close()
+
+
+def _sample(text: str, line_start: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_refusals_and_client_connections_count_every_worker(backend, daemon):
+    """The master serves nothing: a count of its own would read 0. Malformed requests
+    refused by either worker, and the connections they hold, add up in /metrics."""
+    b1 = backend("b1")
+    d = daemon([b1], extra={"workers": 2})
+    wait_workers(d, 2)
+    for _ in range(24):  # fresh connections: SO_REUSEPORT spreads them over both workers
+        with d.conn(timeout=10) as conn:
+            conn.send(b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n")
+            assert conn.read_response().status == 400
+    wait_until(
+        lambda: _sample(metrics_text(d), 'haproxyd_rejected_requests_total{code="400"}') == 24,
+        timeout=10,
+        what="24 refusals summed over the workers",
+    )
+    conns, owners = _serve_on_fresh_connections(d, 10)
+    try:
+        assert len(set(owners.values())) == 2, owners  # (a miss: probability 2**-9)
+        wait_until(
+            lambda: (_sample(metrics_text(d), "haproxyd_client_connections ") or 0) >= 10,
+            timeout=10,
+            what="the workers' open connections in the gauge",
+        )
+    finally:
+        for conn in conns:
+            conn.close()
+    assert b1.requests and all(r.target == "/" for r in b1.requests)
