@@ -7,7 +7,8 @@ The response reaches the client through four calls, `send_head`, the body's byte
 (`writelines`), `send_end` and, for the proxy's own answers, `send_error`. The base
 class frames them as HTTP/1.1 (the status line and headers the exchange was given are
 already HTTP/1.1 lines, and so is a chunked body's framing), so that the common
-protocol pays no translation; HTTP/2 overrides the four and sends frames instead.
+protocol pays no translation; HTTP/2 overrides them (and `send_continue`) and sends
+frames instead.
 
 Compiled (setup.py), `ClientSide` is an extension type with the fields
 `clientside.pxd` declares, and the exchange calls its methods through the type's method
@@ -44,7 +45,7 @@ class ClientSide:
     # time), `closed` (the client is gone: nothing more is written), `peer_ip` (for
     # the balancer's keys and the access log).
 
-    # -- the response, as HTTP/1.1 (HTTP/2 overrides these four) --
+    # -- the response, as HTTP/1.1 (HTTP/2 overrides these) --
 
     def send_head(
         self,

@@ -122,13 +122,13 @@ def _response_fields(
             name, _, value = line.partition(SEP)
             fields.append((name, value))
     length = None
-    codings: list[bytes] | None = None
+    codings: list[bytes] = []
     connection: list[bytes] = []
     for kind, value in specials:
         if kind == CONTENT_LENGTH:
             length = value
         elif kind == TRANSFER_ENCODING:
-            codings = [*(codings or ()), value]
+            codings.append(value)
         elif kind == CONNECTION:
             connection.append(value)
     if connection:
@@ -139,7 +139,7 @@ def _response_fields(
         fields.append((b"content-length", length))
     fields += extra
     # (HTTP/2 has no transfer codings: llhttp already took the chunking off.)
-    chunked = split_codings(codings)[0] if codings else False
+    chunked = bool(codings) and split_codings(codings)[0]
     return fields, length is None and not chunked
 
 
@@ -459,8 +459,8 @@ class ProxyHttp2Session(Http2Session):
         super()._update_deadline()
         deadline = self.deadline
         for stream in self.streams.values():
-            sink = stream.sink
-            if isinstance(sink, StreamClient) and sink.deadline < deadline:
+            sink = stream.sink  # (a StreamClient: open_stream made it)
+            if sink is not None and sink.deadline < deadline:
                 deadline = sink.deadline
         self.deadline = deadline
 
@@ -469,6 +469,6 @@ class ProxyHttp2Session(Http2Session):
             now = self.clock()
             for stream in list(self.streams.values()):
                 sink = stream.sink
-                if isinstance(sink, StreamClient) and sink.deadline <= now:
+                if sink is not None and sink.deadline <= now:
                     sink.on_timeout()
         super().on_timeout()
