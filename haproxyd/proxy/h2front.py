@@ -149,6 +149,7 @@ class StreamClient(ClientSide):
 
     __slots__ = (
         "_done",
+        "_head",
         "_paused",
         "_unacked",
         "deadline",
@@ -171,6 +172,10 @@ class StreamClient(ClientSide):
         self._paused = 0  # flow.PAUSE_* reasons to hold the request body's acks
         self._unacked = 0  # body bytes passed on while paused: acknowledged on resume
         self._done = False  # the exchange ended (reported)
+        # The response head, held until its first body bytes or its end: a response
+        # without a body (a gRPC trailers-only answer, a 204, a HEAD's) is then one
+        # HEADERS frame carrying END_STREAM, as its backend sent it.
+        self._head: tuple[int, Fields] | None = None
 
     def start(self, request: H2Request) -> None:
         """Read `request` into an exchange, as client.py reads an HTTP/1.1 head, and
@@ -311,8 +316,17 @@ class StreamClient(ClientSide):
         exchange.read_to_close = read_to_close and not (
             exchange.is_head or status == 204 or status == 304
         )
-        exchange.out = []
-        self.writer.send_head(status, fields)
+        # An empty first piece: the exchange's `on_read_end` then calls `writelines`,
+        # which sends the held head, at the end of the backend read that brought it
+        # (as the HTTP/1.1 side writes its head), body or not.
+        exchange.out = [b""]
+        self._head = (status, fields)
+
+    def _send_held_head(self, end_stream: bool = False) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self.writer.send_head(head[0], head[1], end_stream)
 
     def send_end(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]] | None) -> None:
         out = exchange.out
@@ -320,6 +334,10 @@ class StreamClient(ClientSide):
         if trailers:
             trailers = [(n.lower(), v) for n, v in trailers if trailer_allowed(n)]
         data = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
+        if not data and not trailers and self._head is not None:
+            self._send_held_head(end_stream=True)
+            return
+        self._send_held_head()
         self.writer.send_end(trailers or None, data)
 
     def send_error(self, exchange: Exchange, status: int, reason: str) -> None:
@@ -354,10 +372,12 @@ class StreamClient(ClientSide):
 
     def write(self, data: bytes) -> None:
         if data and not self.closed:
+            self._send_held_head()
             self.writer.send_body(data)
 
     def writelines(self, data: list[bytes]) -> None:
         if not self.closed:
+            self._send_held_head()
             self.writer.send_body(data[0] if len(data) == 1 else b"".join(data))
 
     # -- ClientSide: flow control, deadlines, endings --
